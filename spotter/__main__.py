@@ -1,0 +1,5 @@
+import sys
+
+from spotter.cli import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""Checkpoints: safetensors with a JSON metadata header, written atomically; no pickle anywhere.
+
+Our own files carry `spotter_format`, the model spec (architecture, classes, channels, width,
+normalisation) and the training configuration. Foreign `.pt`/`.pth` state dicts are read with
+`torch.load(weights_only=True)`, which refuses pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from spotter.models import Classifier, ModelSpec, build_model
+
+FORMAT = "spotter-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, foreign metadata, or the wrong model."""
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call write(tmp) on a temp file next to `path`, then rename it over `path` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Atomically save tensors + a JSON-able metadata dict (stored under the key "meta")."""
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    header = {"meta": json.dumps(meta, sort_keys=True), "spotter_format": FORMAT}
+    atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=header))
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
+    if header.get("spotter_format") != FORMAT:
+        raise CheckpointError(
+            f"{path} has spotter_format={header.get('spotter_format')!r}, expected {FORMAT!r} "
+            "(for a foreign checkpoint use --model with a .pt/.pth state dict)"
+        )
+    try:
+        meta = json.loads(header["meta"])
+    except (KeyError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: metadata is not valid JSON ({err})") from None
+    return tensors, meta
+
+
+def save_model(
+    path: str | Path, model: Classifier, spec: ModelSpec, meta: dict[str, Any] | None = None
+) -> None:
+    """Save a registered model with its spec so `load_model` can rebuild it."""
+    state = {k: v for k, v in model.state_dict().items()}
+    save_tensors(path, state, {"model": spec.to_dict(), **(meta or {})})
+
+
+def load_model(
+    path: str | Path, expect: ModelSpec | None = None, device: torch.device | str = "cpu"
+) -> tuple[Classifier, ModelSpec, dict[str, Any]]:
+    """(model, spec, metadata) from one of our checkpoints; `expect` checks the architecture."""
+    tensors, meta = load_tensors(path)
+    if "model" not in meta:
+        raise CheckpointError(f"{path}: metadata has no 'model' entry (keys: {sorted(meta)})")
+    try:
+        spec = ModelSpec.from_dict(meta["model"])
+    except TypeError as err:
+        raise CheckpointError(f"{path}: bad model metadata {meta['model']}: {err}") from None
+    if expect is not None:
+        for key in ("name", "num_classes", "in_channels", "width"):
+            if getattr(spec, key) != getattr(expect, key):
+                raise CheckpointError(
+                    f"{path} holds a {spec.name} (width {spec.width}, {spec.num_classes} classes, "
+                    f"{spec.in_channels} channels) but {expect.name} (width {expect.width}, "
+                    f"{expect.num_classes} classes, {expect.in_channels} channels) is expected: "
+                    f"{key} {getattr(spec, key)!r} != {getattr(expect, key)!r}"
+                )
+    model = build_model(spec)
+    load_state(model, tensors, str(path))
+    return model.to(device), spec, meta
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict with a one-line message naming the first mismatch."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise CheckpointError(
+            f"{source} does not fit this model: missing {missing[:3]}, unexpected {extra[:3]}"
+        )
+    for k, v in state.items():
+        if v.shape != own[k].shape:
+            raise CheckpointError(
+                f"{source} does not fit this model: {k} has shape {tuple(v.shape)}, "
+                f"the model expects {tuple(own[k].shape)}"
+            )
+    model.load_state_dict(state)
+
+
+def load_foreign_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .pt/.pth file, refusing anything but tensors (no code execution)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError / RuntimeError with long texts
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"refusing {path}: it is not a plain tensor state dict ({first[:200]})"
+        ) from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}

@@ -1,0 +1,178 @@
+"""`spotter` command line: thin argparse subcommands over spotter.pipeline (no logic here)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from spotter import __version__
+
+EPILOG = """examples:
+  spotter demo                                  # Fashion-MNIST, forget class 0, ~15 min cold on 2 CPU cores
+  spotter demo --dataset synthetic --model tiny --epochs 2 --out runs/smoke
+  spotter train --kind original --out original.safetensors
+  spotter unlearn --checkpoint original.safetensors --forget 0 --out spotter.safetensors
+  spotter eval spotter.safetensors --original original.safetensors --forget 0
+  spotter list methods
+"""
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--dataset",
+        default="fashion-mnist",
+        help="fashion-mnist (default), cifar10, cifar100, synthetic",
+    )
+    g.add_argument("--data-dir", help="dataset folder (else $SPOTTER_DATA, else /usr/share/datasets)")
+    g.add_argument("--forget", default="0", help="forget class id(s), comma separated (default 0)")
+    g.add_argument(
+        "--shots",
+        type=int,
+        default=5,
+        help="attacker's samples per forget class for PRA (default 5)",
+    )
+    g.add_argument(
+        "--val-size",
+        type=int,
+        default=5000,
+        help="validation images carved from train (default 5000)",
+    )
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the validation/shots split (default 0)")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and training")
+    g.add_argument("--model", default="resnet18", help="resnet18 (default) or tiny")
+    g.add_argument("--width", type=int, help="channel width (resnet18: 64 = paper; demo default 16)")
+    g.add_argument("--epochs", type=int, help="training epochs of original/retrained (default 8)")
+    g.add_argument(
+        "--recipe",
+        choices=("fast", "paper"),
+        default="fast",
+        help="fast: one-cycle CPU recipe (default); paper: 200 epochs, method.md §7",
+    )
+    g.add_argument(
+        "--train-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training recipe overrides, e.g. lr=0.05 batch_size=256",
+    )
+    g.add_argument("--seed", type=int, default=0, help="training / unlearning seed (default 0)")
+    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    g.add_argument(
+        "--cache-dir",
+        help="where trained models are cached (default $SPOTTER_CACHE or ~/.cache/spotter)",
+    )
+
+
+def _method_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("unlearning method")
+    g.add_argument("--method", default="spotter", help="method name (see `spotter list methods`)")
+    g.add_argument("--preset", help="named setting of the method, e.g. spotter's 'authors'")
+    g.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="method config overrides, e.g. lr=1e-3 lambda2=2",
+    )
+    g.add_argument("--protocol", default="full", help="full (default) or retain-free")
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--eval-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="evaluation overrides, e.g. eps=0.05 divergence=kl alphas=0.5,1.0",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spotter",
+        description="Class-level machine unlearning with OU@ε and prototypical relearning attack.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"spotter {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "demo",
+        help="train/load original + retrained, unlearn, evaluate, print a table",
+        description="The whole pipeline on one dataset; writes OUT/results.json and results.md.",
+    )
+    _data_args(p), _model_args(p), _method_args(p), _eval_args(p)
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+
+    p = sub.add_parser(
+        "train",
+        help="train (or load from cache) the original or retrained model",
+        description="Train a reference model and write it as a safetensors checkpoint.",
+    )
+    _data_args(p), _model_args(p)
+    p.add_argument("--kind", default="original", help="original (all classes) or retrained (retain only)")
+    p.add_argument("--out", required=True, help="checkpoint path to write (.safetensors)")
+
+    p = sub.add_parser(
+        "unlearn",
+        help="unlearn forget classes from a checkpoint",
+        description="Run one unlearning method on a checkpoint; writes the unlearned checkpoint.",
+    )
+    _data_args(p), _method_args(p)
+    p.add_argument("--checkpoint", required=True, help="the original model (.safetensors from spotter train)")
+    p.add_argument("--seed", type=int, default=0, help="unlearning seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--out", required=True, help="checkpoint path to write (.safetensors)")
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate checkpoints: accuracies, OU@ε, PRA, dispersion",
+        description="Evaluate one or more checkpoints against the original; prints a table, writes JSON.",
+    )
+    _data_args(p), _eval_args(p)
+    p.add_argument("checkpoints", nargs="+", help="checkpoints to evaluate (.safetensors)")
+    p.add_argument("--original", required=True, help="the original model (reference for OU@ε)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--out", help="write the rows to this JSON file")
+
+    p = sub.add_parser("list", help="list methods, datasets, models or presets")
+    p.add_argument("what", choices=("methods", "datasets", "models", "presets"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    from spotter import commands  # heavy imports after parsing keeps --help fast
+
+    try:
+        return commands.dispatch(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"spotter {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"spotter {args.command}: interrupted; finished epochs are checkpointed, rerun to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""What each CLI subcommand does, given parsed arguments (kept apart from argparse set-up)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+from spotter import methods
+from spotter.checkpoint import load_model, save_model
+from spotter.config import apply_overrides
+from spotter.data import DATASETS
+from spotter.device import resolve_device
+from spotter.evaluate import EvalConfig, Evaluator
+from spotter.models import MODELS, default_width
+from spotter.pipeline import (
+    DataConfig,
+    DemoConfig,
+    check_writable,
+    model_spec,
+    prepare,
+    run_demo,
+    write_json,
+)
+from spotter.table import markdown
+from spotter.train import TrainConfig
+from spotter.zoo import KINDS, reference_model
+
+log = logging.getLogger("spotter")
+
+
+def parse_classes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in str(text).split(",") if t.strip())
+    except ValueError:
+        raise ValueError(
+            f"--forget {text!r} is not a comma-separated list of class ids, e.g. 0 or 3,5"
+        ) from None
+
+
+def data_config(args: argparse.Namespace) -> DataConfig:
+    if args.shots < 1:
+        raise ValueError(f"--shots must be >= 1, got {args.shots}")
+    return DataConfig(
+        args.dataset, args.data_dir, parse_classes(args.forget), args.val_size, args.shots, args.split_seed
+    )
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    cfg = TrainConfig.paper() if args.recipe == "paper" else TrainConfig()
+    cfg = dataclasses.replace(cfg, seed=args.seed)
+    if args.epochs is not None:
+        cfg = dataclasses.replace(cfg, epochs=args.epochs)
+    return apply_overrides(cfg, args.train_set)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.protocol not in methods.PROTOCOLS:
+        raise ValueError(f"unknown protocol {args.protocol!r}; valid choices: {', '.join(methods.PROTOCOLS)}")
+    width = args.width or (
+        16 if args.model == "resnet18" else default_width(args.model) if args.model in MODELS else None
+    )
+    cfg = DemoConfig(
+        data=data_config(args),
+        model=args.model,
+        width=width,
+        train=train_config(args),
+        method=args.method,
+        preset=args.preset,
+        overrides=dict(_pairs(args.overrides)),
+        eval=apply_overrides(EvalConfig(), args.eval_set),
+        device=args.device,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        out=args.out,
+    )
+    t0 = time.time()
+    rows = run_demo(cfg)
+    print(markdown(rows))
+    print(
+        f"\n{len(rows)} models evaluated in {time.time() - t0:.0f}s; rows written to {Path(args.out) / 'results.json'}"
+    )
+    return 0
+
+
+def _pairs(items: list[str]) -> list[tuple[str, str]]:
+    from spotter.config import parse_overrides
+
+    return list(parse_overrides(items).items())
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.kind not in KINDS:
+        raise ValueError(f"unknown --kind {args.kind!r}; valid choices: {', '.join(KINDS)}")
+    device = resolve_device(args.device)
+    check_writable(Path(args.out).parent)
+    splits, info = prepare(data_config(args))
+    spec = model_spec(info, args.model, args.width or (16 if args.model == "resnet18" else None))
+    model, meta = reference_model(
+        args.kind, info.name, splits, spec, train_config(args), args.cache_dir, device
+    )
+    save_model(args.out, model, spec, {k: v for k, v in meta.items() if k not in ("path", "cached")})
+    print(
+        f"{args.kind} model written to {args.out} (validation accuracy of the selected epoch: "
+        f"{max((e['val_acc'] for e in meta.get('history', [])), default=float('nan')):.2f}%)"
+    )
+    return 0
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    check_writable(Path(args.out).parent)
+    splits, info = prepare(data_config(args))
+    model, spec, _ = load_model(
+        args.checkpoint, expect=model_spec(info, *_arch(args.checkpoint)), device=device
+    )
+    cfg = methods.make_config(args.method, dict(_pairs(args.overrides)), args.preset)
+    if hasattr(cfg, "seed"):
+        cfg = dataclasses.replace(cfg, seed=args.seed)
+    t0 = time.time()
+    unlearned = methods.run(args.method, model, splits, cfg, protocol=args.protocol)
+    seconds = time.time() - t0
+    meta = {
+        "method": args.method,
+        "method_config": dataclasses.asdict(cfg),
+        "forget_classes": list(splits.forget_classes),
+        "source": str(args.checkpoint),
+        "unlearn_seconds": seconds,
+    }
+    save_model(args.out, unlearned, spec, meta)
+    print(
+        f"{args.method} unlearned classes {list(splits.forget_classes)} in {seconds:.0f}s; written to {args.out}"
+    )
+    return 0
+
+
+def _arch(path: str) -> tuple[str, int]:
+    """(model name, width) stored in a checkpoint, so the dataset check can use them."""
+    from spotter.checkpoint import load_tensors
+
+    _, meta = load_tensors(path)
+    if "model" not in meta:
+        raise ValueError(f"{path}: metadata has no 'model' entry")
+    return meta["model"]["name"], meta["model"]["width"]
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    if args.out:
+        check_writable(Path(args.out).parent)
+    splits, info = prepare(data_config(args))
+    expect = model_spec(info, *_arch(args.original))
+    original, _, _ = load_model(args.original, expect=expect, device=device)
+    evaluator = Evaluator(original, splits, apply_overrides(EvalConfig(), args.eval_set))
+    rows = []
+    for path in args.checkpoints:
+        model, _, meta = load_model(path, expect=expect, device=device)
+        rows.append(
+            {
+                "model": Path(path).stem,
+                **evaluator(model),
+                "time_s": meta.get("unlearn_seconds"),
+                "checkpoint": str(path),
+                "forget_classes": list(splits.forget_classes),
+            }
+        )
+    print(markdown(rows))
+    if args.out:
+        write_json(args.out, rows)
+        print(f"rows written to {args.out}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "methods":
+        for name in methods.available():
+            module = methods.get(name)
+            summary = (module.__doc__ or "").strip().splitlines()[0]
+            print(f"{name:16s} reads: {', '.join(module.NEEDS):24s} {summary}")
+    elif args.what == "datasets":
+        print("\n".join(DATASETS))
+    elif args.what == "models":
+        for name in sorted(MODELS):
+            print(f"{name:10s} default width {default_width(name)}")
+    else:
+        for name in methods.available():
+            presets = getattr(methods.get(name), "PRESETS", {})
+            for preset, values in presets.items():
+                print(f"{name}:{preset} {json.dumps(values)}")
+    return 0
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    return {"demo": cmd_demo, "train": cmd_train, "unlearn": cmd_unlearn, "eval": cmd_eval, "list": cmd_list}[
+        args.command
+    ](args)

@@ -1,0 +1,189 @@
+"""Every foundation measure for one model against the original: accuracies, OU@ε, PRA, dispersion.
+
+Neighbourhoods A_ε(D_f) are built once from the ORIGINAL model with `EvalConfig.seed` (a draw
+separate from Spotter's training draw) and reused for every model compared (method.md §3).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from spotter.attacks import DEFAULT_ALPHAS, VARIANTS, pra_sweep
+from spotter.data import Splits, TensorSet
+from spotter.metrics import (
+    DIVERGENCES,
+    accuracy,
+    dispersion_score,
+    over_unlearning,
+    per_class_accuracy,
+)
+from spotter.perturb import neighbourhood
+from spotter.train import predict
+
+log = logging.getLogger("spotter")
+
+# Direction of every scalar measure: +1 higher is better, -1 lower is better, 0 neither (compare
+# with the retrained model).
+DIRECTION = {
+    "forget_acc": -1,
+    "retain_acc": 1,
+    "test_forget_acc": -1,
+    "test_retain_acc": 1,
+    "test_acc": 0,
+    "ou_pgd": -1,
+    "ou_pgd_away": -1,
+    "ou_gaussian": -1,
+    "pra_forget_acc": -1,
+    "pra_train_forget_acc": -1,
+    "pra_retain_acc": 1,
+    "pra_alpha1_forget_acc": -1,
+    "dispersion": -1,
+    "time_s": -1,
+}
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings (method.md §3-4). Change `seed` only to study variance."""
+
+    eps: float = 0.03  # PGD L∞ radius, pixels (method.md §3)
+    step: float = 0.01  # PGD step (method.md §3)
+    steps: int = 3  # PGD steps (method.md §3)
+    sigma: float = 0.01  # Gaussian neighbourhood std (method.md §3)
+    copies: int = 1  # neighbours per forget sample
+    source: str = "forget"  # neighbourhood of "forget" (train) or "test_forget" images
+    seed: int = 1234  # evaluation draw; Spotter trains on neighbour_seed=0
+    divergence: str = "js"  # "js" (default) or "kl" (method.md §3)
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS  # PRA sweep (method.md §4)
+    pra_variant: str = "cosine"  # "cosine" (authors' default) or "l2"
+    retain_limit: int = 0  # evaluate retain_acc on a seeded subset of this size; 0 = all
+    batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"eps must be in (0, 1] (pixels in [0, 1]), got {self.eps}")
+        if self.source not in ("forget", "test_forget"):
+            raise ValueError(f"source {self.source!r}; valid choices: forget, test_forget")
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"divergence {self.divergence!r}; valid choices: {', '.join(DIVERGENCES)}")
+        if self.pra_variant not in VARIANTS:
+            raise ValueError(f"pra_variant {self.pra_variant!r}; valid choices: {', '.join(VARIANTS)}")
+        self.alphas = tuple(float(a) for a in self.alphas)
+        bad = [a for a in self.alphas if not 0 <= a <= 1]
+        if bad or not self.alphas:
+            raise ValueError(f"PRA alphas must lie in [0, 1], got {list(self.alphas)}")
+
+
+class Evaluator:
+    """Holds what is shared by all models compared: neighbourhoods and the original's logits."""
+
+    def __init__(self, original: nn.Module, splits: Splits, cfg: EvalConfig | None = None) -> None:
+        self.cfg = cfg or EvalConfig()
+        self.splits = splits
+        self.device = next(original.parameters()).device
+        src: TensorSet = getattr(splits, self.cfg.source)
+        t0 = time.time()
+        self.neighbours: dict[str, torch.Tensor] = {}
+        self.reference: dict[str, torch.Tensor] = {}
+        for kind in ("pgd", "pgd_away", "gaussian"):
+            x_nb, _ = neighbourhood(
+                original,
+                src.x,
+                src.y,
+                kind,
+                self.cfg.seed,
+                self.cfg.eps,
+                self.cfg.step,
+                self.cfg.steps,
+                self.cfg.sigma,
+                self.cfg.copies,
+                device=self.device,
+            )
+            self.neighbours[kind] = x_nb
+            self.reference[kind] = predict(original, x_nb, self.cfg.batch_size, self.device)
+        retain = splits.retain
+        if retain is not None and self.cfg.retain_limit and len(retain) > self.cfg.retain_limit:
+            g = torch.Generator().manual_seed(self.cfg.seed)
+            retain = retain.subset(torch.randperm(len(retain), generator=g)[: self.cfg.retain_limit])
+        self.retain = retain
+        log.info(
+            "evaluation neighbourhoods ready (%d points each, %.0fs)",
+            len(src) * self.cfg.copies,
+            time.time() - t0,
+        )
+
+    def __call__(self, model: nn.Module) -> dict[str, Any]:
+        """All measures for `model` (accuracies in percent)."""
+        cfg, s, dev = self.cfg, self.splits, self.device
+        model = model.to(dev).eval()
+        feats, logits = {}, {}
+        for name in ("forget", "test_forget", "test_retain", "shots"):
+            part: TensorSet = getattr(s, name)
+            feats[name] = predict(model, part.x, cfg.batch_size, dev, features=True)
+            with torch.no_grad():
+                logits[name] = model.head.cpu()(feats[name]) if len(part) else torch.zeros(0, s.num_classes)
+            model.head.to(dev)
+        row: dict[str, Any] = {
+            "forget_acc": accuracy(logits["forget"], s.forget.y),
+            "test_forget_acc": accuracy(logits["test_forget"], s.test_forget.y),
+            "test_retain_acc": accuracy(logits["test_retain"], s.test_retain.y),
+        }
+        if self.retain is not None:
+            row["retain_acc"] = accuracy(predict(model, self.retain.x, cfg.batch_size, dev), self.retain.y)
+        test_logits = torch.cat([logits["test_forget"], logits["test_retain"]])
+        test_y = torch.cat([s.test_forget.y, s.test_retain.y])
+        row["test_acc"] = accuracy(test_logits, test_y)
+        row["per_class_test_acc"] = per_class_accuracy(test_logits, test_y, s.num_classes)
+        for kind, key in (
+            ("pgd", "ou_pgd"),
+            ("pgd_away", "ou_pgd_away"),
+            ("gaussian", "ou_gaussian"),
+        ):
+            model_logits = predict(model, self.neighbours[kind], cfg.batch_size, dev)
+            row[key] = over_unlearning(self.reference[kind], model_logits, s.forget_classes, cfg.divergence)
+        row["dispersion"] = dispersion_score(feats["test_forget"], s.test_forget.y)
+        row["dispersion_train"] = dispersion_score(feats["forget"], s.forget.y)
+        pra = pra_sweep(
+            model.head.cpu(),
+            feats["shots"],
+            s.shots.y,
+            s.forget_classes,
+            {k: (feats[k], getattr(s, k).y) for k in ("forget", "test_forget", "test_retain")},
+            cfg.alphas,
+            cfg.pra_variant,
+        )
+        model.head.to(dev)
+        row.update(
+            pra_forget_acc=pra.at_best("test_forget_acc"),
+            pra_train_forget_acc=pra.at_best("forget_acc"),
+            pra_retain_acc=pra.at_best("test_retain_acc"),
+            pra_alpha=pra.best_alpha,
+            pra_alpha1_forget_acc=pra.test_forget_acc[-1] if pra.alphas[-1] == 1.0 else float("nan"),
+            pra_curve=[
+                {
+                    "alpha": a,
+                    "test_forget_acc": f,
+                    "forget_acc": tf,
+                    "test_retain_acc": r,
+                    "test_acc": t,
+                }
+                for a, f, tf, r, t in zip(
+                    pra.alphas,
+                    pra.test_forget_acc,
+                    pra.forget_acc,
+                    pra.test_retain_acc,
+                    pra.test_acc,
+                    strict=True,
+                )
+            ],
+        )
+        return row
+
+    def config(self) -> dict[str, Any]:
+        return asdict(self.cfg)

@@ -1,0 +1,74 @@
+"""Loss terms shared by methods (torch only).
+
+`mask` is method.md §2: the teacher's softmax with the forget columns removed and renormalised,
+computed in logit space (forget logits := -inf) so it stays finite when the teacher puts ~all mass
+on a forget class. The authors' code divides by (row sum + 1e-10) instead; we do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_log_probs(
+    logits: torch.Tensor, forget_classes: Sequence[int], temperature: float = 1.0
+) -> torch.Tensor:
+    """log mask(softmax(logits / T)): forget columns are -inf, the rest sum to 1. (B, K)."""
+    z = logits / temperature
+    z = z.masked_fill(_column_mask(z, forget_classes), float("-inf"))
+    return F.log_softmax(z, dim=-1)
+
+
+def masked_probs(
+    logits: torch.Tensor, forget_classes: Sequence[int], temperature: float = 1.0
+) -> torch.Tensor:
+    """mask(softmax(logits / T)) (method.md §2): exact zeros in forget columns, rows sum to 1."""
+    return masked_log_probs(logits, forget_classes, temperature).exp()
+
+
+def _column_mask(z: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    cols = torch.zeros(z.shape[-1], dtype=torch.bool, device=z.device)
+    cols[list(classes)] = True
+    return cols.expand_as(z)
+
+
+def kl_to_student(target_probs: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """KL(target ‖ softmax(student)) per sample, with 0·log 0 = 0. (B,)."""
+    log_p = F.log_softmax(student_logits, dim=-1)
+    return (torch.special.xlogy(target_probs, target_probs) - target_probs * log_p).sum(-1)
+
+
+def masked_kd(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    forget_classes: Sequence[int],
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Batch mean of KL(mask(p_teacher) ‖ p_student) (method.md §5, terms 1 and 2), scaled by T²."""
+    target = masked_probs(teacher_logits.detach(), forget_classes, temperature)
+    kl = kl_to_student(target, student_logits / temperature)
+    return kl.mean() * temperature**2
+
+
+def kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Batch mean of T²·KL(softmax(teacher/T) ‖ softmax(student/T)) (Hinton et al. 2015)."""
+    target = F.softmax(teacher_logits.detach() / temperature, dim=-1)
+    return kl_to_student(target, student_logits / temperature).mean() * temperature**2
+
+
+def dispersion(feats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity over ordered pairs (i != j) with y_i == y_j (method.md §5); 0 if none.
+
+    Minimising it scatters each class's features. Only same-class pairs count, so several forget
+    classes in one batch are each dispersed without pushing classes apart from one another.
+    """
+    z = F.normalize(feats, dim=-1)
+    sim = z @ z.T  # (B, B)
+    same = (y.view(-1, 1) == y.view(1, -1)) & ~torch.eye(len(y), dtype=torch.bool, device=y.device)
+    n_pairs = same.sum()
+    if n_pairs == 0:
+        return feats.new_zeros(())
+    return (sim * same).sum() / n_pairs

@@ -1,0 +1,93 @@
+"""Method registry: every module in this folder with `Config`, `NEEDS` and `unlearn` is a method.
+
+The file name is the CLI name, the TOML key and the test id (design.md). A method receives only the
+data it declares in NEEDS: a method that does not read retain data is handed splits without any.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from torch import nn
+
+from spotter.config import apply_overrides
+from spotter.data import Splits
+
+# What a method may read. "forget" is D_f with labels; "retain" the whole D_r; "retain_subset" a
+# part of D_r; "retain_stats" statistics of D_r; "surrogate" out-of-distribution images.
+ACCESS = ("forget", "retain", "retain_subset", "retain_stats", "surrogate")
+RETAIN_ACCESS = ("retain", "retain_subset", "retain_stats")
+PROTOCOLS = ("full", "retain-free")
+
+
+def available() -> list[str]:
+    """Names of all registered methods, sorted."""
+    names = []
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            names.append(info.name)
+    return sorted(names)
+
+
+def get(name: str) -> ModuleType:
+    names = available()
+    if name not in names:
+        raise ValueError(f"unknown method {name!r}; valid choices: {', '.join(names)}")
+    module = importlib.import_module(f"{__name__}.{name}")
+    for attr in ("Config", "NEEDS", "unlearn"):
+        assert hasattr(module, attr), f"method module {name} lacks {attr}"
+    return module
+
+
+def make_config(name: str, overrides: Any = None, preset: str | None = None) -> Any:
+    """The method's Config with a named preset (if the method has PRESETS) and overrides applied."""
+    module = get(name)
+    cfg = module.Config()
+    if preset is not None:
+        presets = getattr(module, "PRESETS", {})
+        if preset not in presets:
+            raise ValueError(
+                f"unknown preset {preset!r} for {name}; valid choices: {', '.join(presets) or '(none)'}"
+            )
+        cfg = apply_overrides(cfg, presets[preset])
+    return apply_overrides(cfg, overrides)
+
+
+@dataclass(frozen=True)
+class Access:
+    needs: tuple[str, ...]
+
+    @property
+    def reads_retain(self) -> bool:
+        return any(n in RETAIN_ACCESS for n in self.needs)
+
+
+def visible_splits(name: str, splits: Splits, protocol: str = "full") -> Splits:
+    """The splits a method may see under `protocol`; refuses retain readers under retain-free."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; valid choices: {', '.join(PROTOCOLS)}")
+    access = Access(tuple(get(name).NEEDS))
+    if access.reads_retain and protocol == "retain-free":
+        raise ValueError(
+            f"method {name!r} reads {', '.join(n for n in access.needs if n in RETAIN_ACCESS)}, "
+            "which the retain-free protocol forbids; use --protocol full or a retain-free method"
+        )
+    return splits if access.reads_retain else splits.without_retain()
+
+
+def run(
+    name: str,
+    model: nn.Module,
+    splits: Splits,
+    cfg: Any = None,
+    overrides: Any = None,
+    protocol: str = "full",
+) -> nn.Module:
+    """Unlearn `splits.forget_classes` from a copy of `model` with method `name`."""
+    module = get(name)
+    cfg = apply_overrides(cfg if cfg is not None else module.Config(), overrides)
+    return module.unlearn(model, visible_splits(name, splits, protocol), cfg)

@@ -1,0 +1,279 @@
+"""One readable training loop for original and retrained models (and methods that fine-tune).
+
+Data are in-memory uint8 tensors batched by indexing (as in KellerJordan/cifar10-airbench). Each
+epoch's shuffle and augmentation come from a generator seeded by (seed, epoch), so a run resumed
+from its last epoch checkpoint ends with exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spotter.checkpoint import CheckpointError, load_tensors, save_tensors
+from spotter.data import TensorSet, augment, batches, to_float
+
+log = logging.getLogger("spotter")
+
+SCHEDULES = ("onecycle", "cosine", "multistep", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """SGD recipe. Defaults: the fast CPU recipe for the embedded default (see README, "Recipes").
+
+    The paper's recipe (method.md §7) is `TrainConfig.paper()`.
+    """
+
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4  # method.md §7
+    schedule: str = "onecycle"  # linear warm-up over `warmup` of the steps, then linear decay to 0
+    warmup: float = 0.2  # fraction of all steps (onecycle / cosine)
+    milestones: tuple[int, ...] = (60, 120, 160)  # multistep epochs (method.md §7)
+    gamma: float = 0.2  # multistep factor (method.md §7)
+    label_smoothing: float = 0.0
+    pad: int = 2  # random-crop padding in pixels (4 is the CIFAR convention at 32 px)
+    flip: bool = True
+    select: str = "val"  # "val": keep the epoch with the best validation accuracy; "last"
+    seed: int = 0
+    channels_last: bool = True  # faster on CPU (measured: 1065 vs 786 img/s) and on GPU
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; valid choices: {', '.join(SCHEDULES)}")
+        if self.select not in ("val", "last"):
+            raise ValueError(f"unknown select {self.select!r}; valid choices: val, last")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        self.milestones = tuple(self.milestones)
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> TrainConfig:
+        """The authors' recipe (method.md §7): 200 epochs, lr 0.1 ×0.2 at 60/120/160, batch 128."""
+        base = dict(epochs=200, lr=0.1, nesterov=False, schedule="multistep", pad=4)
+        return cls(**{**base, **overrides})
+
+    def key(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the last good epoch checkpoint is kept."""
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int, epoch: int) -> float:
+    """Learning rate for a global step (schedules are per step, multistep per epoch)."""
+    t = step / max(total, 1)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "multistep":
+        return cfg.lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    if cfg.warmup > 0 and t < cfg.warmup:
+        return cfg.lr * (t + 1 / max(total, 1)) / cfg.warmup
+    rest = (t - cfg.warmup) / max(1 - cfg.warmup, 1e-8)
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * rest))
+    return cfg.lr * max(0.0, 1 - rest)
+
+
+def freeze_bn(model: nn.Module) -> nn.Module:
+    """Put BatchNorm layers in eval mode (running statistics frozen, affine parameters train)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    return model
+
+
+def _prepare(model: nn.Module, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    features: bool = False,
+) -> torch.Tensor:
+    """Logits (or penultimate features) on CPU for uint8 images or float pixels, in eval mode."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].to(device)
+            xb = to_float(xb) if xb.dtype == torch.uint8 else xb.float()
+            xb = _prepare(model, xb, True)
+            out.append((model.features(xb) if features else model(xb)).float().cpu())
+    finally:
+        model.train(was_training)
+    if not out:
+        dim = model.feature_dim if features else model.num_classes
+        return torch.zeros(0, dim)
+    return torch.cat(out)
+
+
+def evaluate_accuracy(model: nn.Module, data: TensorSet, device: torch.device | str | None = None) -> float:
+    if len(data) == 0:
+        return float("nan")
+    logits = predict(model, data.x, device=device)
+    return float((logits.argmax(1) == data.y).float().mean() * 100)
+
+
+def _progress(total: int, desc: str):  # noqa: ANN202 - tqdm or None
+    if not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val: float = float("-inf")
+
+
+def _save_state(path: Path, model, opt, best_state, history: History, epoch: int, fingerprint: str) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"best.{k}": v for k, v in best_state.items()})
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            tensors[f"opt.{i}"] = buf
+    meta = {"epoch": epoch, "fingerprint": fingerprint, "history": asdict(history)}
+    save_tensors(path, tensors, meta)
+
+
+def _load_state(path: Path, model, opt, fingerprint: str) -> tuple[int, dict, History] | None:
+    try:
+        tensors, meta = load_tensors(path)
+    except (CheckpointError, FileNotFoundError):
+        return None
+    if meta.get("fingerprint") != fingerprint:
+        log.warning("ignoring %s: it belongs to another training configuration", path)
+        return None
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        if f"opt.{i}" in tensors:
+            opt.state[p]["momentum_buffer"] = tensors[f"opt.{i}"].to(p.device).clone()
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    h = meta["history"]
+    return meta["epoch"], best, History(h["epochs"], h["best_epoch"], h["best_val"])
+
+
+def fit(
+    model: nn.Module,
+    train: TensorSet,
+    val: TensorSet | None,
+    cfg: TrainConfig,
+    device: torch.device | str = "cpu",
+    state_path: str | Path | None = None,
+    desc: str = "train",
+) -> tuple[nn.Module, History]:
+    """Train `model` in place with SGD on `train`; return the selected weights and the history.
+
+    With `state_path`, the state after every epoch is saved there (atomically) and an existing
+    state for the same configuration is resumed.
+    """
+    if len(train) == 0:
+        raise ValueError("training set is empty")
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
+    fingerprint = hashlib.sha256(json.dumps([cfg.key(), len(train)], sort_keys=True).encode()).hexdigest()
+    history, start = History(), 0
+    best_state = copy.deepcopy(model.state_dict())
+    state_path = Path(state_path) if state_path else None
+    if state_path is not None and state_path.exists():
+        resumed = _load_state(state_path, model, opt, fingerprint)
+        if resumed is not None:
+            start, best_state, history = resumed
+            start += 1
+            log.info("%s: resuming from epoch %d (%s)", desc, start + 1, state_path)
+    drop_last = len(train) > cfg.batch_size
+    steps_per_epoch = len(train) // cfg.batch_size if drop_last else 1
+    total = steps_per_epoch * cfg.epochs
+    for epoch in range(start, cfg.epochs):
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        model.train()
+        t0, loss_sum, n_seen = time.time(), torch.zeros(()), 0
+        bar = _progress(steps_per_epoch, f"{desc} {epoch + 1}/{cfg.epochs}")
+        for step, idx in enumerate(batches(len(train), cfg.batch_size, True, g, drop_last)):
+            lr = lr_at(cfg, epoch * steps_per_epoch + step, total, epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x = augment(to_float(train.x[idx].to(device, non_blocking=True)), cfg.pad, cfg.flip, g)
+            y = train.y[idx].to(device, non_blocking=True)
+            loss = F.cross_entropy(
+                model(_prepare(model, x, cfg.channels_last)), y, label_smoothing=cfg.label_smoothing
+            )
+            if not torch.isfinite(loss):
+                kept = f"; last good checkpoint kept at {state_path}" if state_path else ""
+                raise TrainingDiverged(
+                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}{kept}"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach().cpu() * len(y)
+            n_seen += len(y)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
+        if bar is not None:
+            bar.close()
+        val_acc = evaluate_accuracy(model, val, device) if val is not None and len(val) else float("nan")
+        record = {
+            "epoch": epoch + 1,
+            "loss": float(loss_sum) / max(n_seen, 1),
+            "val_acc": val_acc,
+            "seconds": time.time() - t0,
+        }
+        history.epochs.append(record)
+        score = val_acc if cfg.select == "val" and not math.isnan(val_acc) else float(epoch)
+        if score >= history.best_val:
+            history.best_val, history.best_epoch = score, epoch + 1
+            best_state = copy.deepcopy(model.state_dict())
+        log.info(
+            "%s epoch %d/%d: loss %.4f, val acc %.2f%%, %.0fs",
+            desc,
+            epoch + 1,
+            cfg.epochs,
+            record["loss"],
+            val_acc,
+            record["seconds"],
+        )
+        if state_path is not None:
+            _save_state(state_path, model, opt, best_state, history, epoch, fingerprint)
+    model.load_state_dict(best_state)
+    return model, history

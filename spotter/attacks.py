@@ -15,19 +15,29 @@ from torch import nn
 
 from spotter.metrics import accuracy
 
-VARIANTS = ("cosine", "l2")
+VARIANTS = ("cosine", "l2", "scaled")
 DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
 def prototype_rows(
-    shot_feats: torch.Tensor, shot_y: torch.Tensor, classes: Sequence[int], variant: str = "cosine"
+    shot_feats: torch.Tensor,
+    shot_y: torch.Tensor,
+    classes: Sequence[int],
+    variant: str = "cosine",
+    head: nn.Linear | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidate head rows (len(classes), D) and biases (len(classes),) from the shots' features.
 
     cosine: w = p̂, b = 0; l2: w = 2p̂, b = -‖p̂‖² (= -1), with p̂ the normalised class mean.
+    scaled (ours, needs `head`): w = s·p̂, b = b̃, with s the median norm and b̃ the median bias of
+    the head's retain rows, so the row is as strong as a typical class row, not a unit vector.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown PRA variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
+    if variant == "scaled":
+        if head is None:
+            raise ValueError("the 'scaled' PRA variant needs the model's head (pass head=)")
+        scale, typical_bias = _typical_row(head, classes)
     rows, biases = [], []
     for c in classes:
         sel = shot_y == c
@@ -37,10 +47,22 @@ def prototype_rows(
         if variant == "cosine":
             rows.append(p_hat)
             biases.append(p_hat.new_zeros(()))
+        elif variant == "scaled":
+            rows.append(scale * p_hat)
+            biases.append(typical_bias.to(p_hat))
         else:
             rows.append(2 * p_hat)
             biases.append(-(p_hat @ p_hat))
     return torch.stack(rows), torch.stack(biases)
+
+
+def _typical_row(head: nn.Linear, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(median row norm, median bias) over the head's rows that are not forget classes."""
+    keep = torch.ones(head.out_features, dtype=torch.bool)
+    keep[list(classes)] = False
+    w = head.weight.detach().float().cpu()[keep]
+    b = head.bias.detach().float().cpu()[keep] if head.bias is not None else torch.zeros(len(w))
+    return w.norm(dim=1).median(), b.median()
 
 
 def attacked_head(
@@ -70,7 +92,7 @@ def prototype_relearning(
     variant: str = "cosine",
 ) -> nn.Module:
     """An attacked COPY of `model` (a Classifier with `.head`); `model` itself is untouched."""
-    rows, row_biases = prototype_rows(shot_feats, shot_y, classes, variant)
+    rows, row_biases = prototype_rows(shot_feats, shot_y, classes, variant, model.head)
     attacked = copy.deepcopy(model)
     w, b = attacked_head(model.head.weight, model.head.bias, rows, row_biases, classes, alpha)
     with torch.no_grad():
@@ -110,7 +132,7 @@ def pra_sweep(
     α maximises accuracy over ALL test samples (forget and retain, natural weights); ties go to the
     larger α (method.md §4).
     """
-    rows, row_biases = prototype_rows(shot_feats, shot_y, classes, variant)
+    rows, row_biases = prototype_rows(shot_feats, shot_y, classes, variant, head)
     res = PRAResult(list(map(float, alphas)), [], [], [], [])
     tf, tr = feats["test_forget"], feats["test_retain"]
     for alpha in alphas:
@@ -128,3 +150,43 @@ def pra_sweep(
     best = max(range(len(alphas)), key=lambda i: (round(res.test_acc[i], 9), res.alphas[i]))
     res.best_index, res.best_alpha = best, res.alphas[best]
     return res
+
+
+def draw_shots(y: torch.Tensor, classes: Sequence[int], k: int, seed: int = 0) -> torch.Tensor:
+    """Indices of `k` seeded shots per forget class among labels `y` (the attacker's pool, D_f).
+
+    Draws are nested: the same seed gives the first k of one fixed order per class, so the K = 5
+    shots contain the K = 1 shot and a K sweep changes only how many shots the attacker holds.
+    """
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for c in classes:
+        pool = (y == c).nonzero().flatten()
+        order = pool[torch.randperm(len(pool), generator=g)]
+        if k < 1 or k > len(pool):
+            raise ValueError(f"shots={k} must be in 1..{len(pool)} (samples of forget class {c})")
+        out.append(order[:k])
+    return torch.cat(out)
+
+
+def pra_suite(
+    head: nn.Linear,
+    forget_feats: torch.Tensor,
+    feats: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    classes: Sequence[int],
+    shots: Sequence[int] = (1, 5, 10, 50),
+    variants: Sequence[str] = VARIANTS,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    seed: int = 0,
+) -> dict[str, dict[int, PRAResult]]:
+    """`pra_sweep` for every variant and every K; shots are nested seeded draws from D_f.
+
+    `forget_feats` are the features of `feats["forget"]`; the shots are rows of it.
+    """
+    y = feats["forget"][1]
+    out: dict[str, dict[int, PRAResult]] = {v: {} for v in variants}
+    for k in shots:
+        idx = draw_shots(y, classes, k, seed)
+        for v in variants:
+            out[v][k] = pra_sweep(head, forget_feats[idx], y[idx], classes, feats, alphas, v)
+    return out

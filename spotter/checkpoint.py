@@ -135,9 +135,12 @@ def load_foreign_state(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError / RuntimeError with long texts
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        # name the blocked global (the code the pickle would have run) rather than torch's advice
+        blocked = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln]
+        first = (blocked or lines or [type(err).__name__])[0]
         raise CheckpointError(
-            f"refusing {path}: it is not a plain tensor state dict ({first[:200]})"
+            f"refusing {path}: it is not a plain tensor state dict; nothing in it was run ({first[:200]})"
         ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]

@@ -15,6 +15,7 @@ EPILOG = """examples:
   spotter train --kind original --out original.safetensors
   spotter unlearn --checkpoint original.safetensors --forget 0 --out spotter.safetensors
   spotter eval spotter.safetensors --original original.safetensors --forget 0
+  spotter audit --original original.safetensors --unlearned spotter.safetensors --forget 0 --out runs/audit
   spotter list methods
 """
 
@@ -144,6 +145,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--original", required=True, help="the original model (reference for OU@ε)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--out", help="write the rows to this JSON file")
+
+    p = sub.add_parser(
+        "audit",
+        help="audit an unlearned checkpoint: relearning attacks, MIA, OU@ε, PRA; writes a report",
+        description="Run every check (accuracies, damage near the forget class, OU@ε and its ε sweep, "
+        "PRA over α, K and prototype variants, few-shot fine-tuning, relearn time, a linear probe, "
+        "membership inference) for the original, retrained (when given) and unlearned models, side by "
+        "side; writes OUT/audit.md, OUT/audit.json and PNG plots. Use the --dataset/--val-size/"
+        "--split-seed the models were trained with, so train and test images are told apart correctly.",
+    )
+    _data_args(p), _eval_args(p)
+    p.add_argument(
+        "--original", required=True, help="model before unlearning (spotter .safetensors, or .pt/.pth)"
+    )
+    p.add_argument("--unlearned", required=True, help="the unlearned model to audit")
+    p.add_argument("--retrained", help="model trained without the forget classes (the reference)")
+    p.add_argument(
+        "--model",
+        help="architecture of foreign .pt/.pth state dicts: a registered name (see `spotter list models`) "
+        "or package.module:factory; spotter checkpoints carry their own",
+    )
+    p.add_argument("--width", type=int, help="channel width of --model NAME (default: the model's default)")
+    p.add_argument(
+        "--input-norm",
+        default="dataset",
+        choices=("dataset", "none"),
+        help="inputs a factory model expects: dataset-normalised (default) or raw [0, 1] pixels",
+    )
+    p.add_argument(
+        "--audit-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="audit settings, e.g. relearn.cap=20 finetune.steps=10,50 ou_eps=0.01,0.03 checks=pra,mia",
+    )
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--out", default="runs/audit", help="report folder (default runs/audit)")
+
+    p = sub.add_parser(
+        "tune",
+        help="grid-search a method's learning rate (and epochs) on the validation split",
+        description="Run METHOD over a small grid (its TUNE grid, or --grid) against the original and "
+        "retrained models (trained or loaded from the cache like `spotter demo`) and keep the setting "
+        "closest to the retrained model on validation: |forget acc - retrained's| + |retain acc - "
+        "original's|. Prints every trial and the winning --set values.",
+    )
+    p.add_argument("tune_method", metavar="METHOD", help="method name, e.g. salun or salun+spotter")
+    _data_args(p), _model_args(p)
+    p.add_argument("--preset", help="named setting of the method to start from")
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides", help="fixed overrides"
+    )
+    p.add_argument(
+        "--grid", nargs="*", default=[], metavar="KEY=V1,V2", help="grid, e.g. lr=1e-4,1e-3 epochs=5,10"
+    )
+    p.add_argument("--protocol", default="full", help="full (default) or retain-free")
+    p.add_argument("--out", help="write the trials and the best config to this JSON file")
 
     p = sub.add_parser("list", help="list methods, datasets, models or presets")
     p.add_argument("what", choices=("methods", "datasets", "models", "presets"))

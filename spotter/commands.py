@@ -154,10 +154,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     splits, info = prepare(data_config(args))
     expect = model_spec(info, *_arch(args.original))
     original, _, _ = load_model(args.original, expect=expect, device=device)
+    # load every checkpoint before the (slow) neighbourhoods, so a wrong file fails at once
+    loaded = [(path, *load_model(path, expect=expect, device=device)[::2]) for path in args.checkpoints]
     evaluator = Evaluator(original, splits, apply_overrides(EvalConfig(), args.eval_set))
     rows = []
-    for path in args.checkpoints:
-        model, _, meta = load_model(path, expect=expect, device=device)
+    for path, model, meta in loaded:
         rows.append(
             {
                 "model": Path(path).stem,
@@ -174,12 +175,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from spotter.audit import audit, audit_config
+    from spotter.audit_report import summary_table, write_report
+    from spotter.foreign import load_classifier
+
+    device = resolve_device(args.device)
+    out = check_writable(args.out)
+    cfg = audit_config(list(args.audit_set) + [f"eval.{item}" for item in args.eval_set])
+    splits, info = prepare(data_config(args))
+    paths = {"original": args.original, "retrained": args.retrained, "unlearned": args.unlearned}
+    paths = {name: path for name, path in paths.items() if path}
+    models = {
+        name: load_classifier(path, info, args.model, args.width, args.input_norm, device)
+        for name, path in paths.items()
+    }
+    t0 = time.time()
+    result = audit(models["original"], models["unlearned"], splits, models.get("retrained"), cfg, device)
+    written = write_report(result, out, {name: str(path) for name, path in paths.items()})
+    print(summary_table(result))
+    print(f"\naudit finished in {time.time() - t0:.0f}s; report in {written['md']} ({len(written)} files)")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "methods":
         for name in methods.available():
             module = methods.get(name)
             summary = (module.__doc__ or "").strip().splitlines()[0]
             print(f"{name:16s} reads: {', '.join(module.NEEDS):24s} {summary}")
+        bases = [n.removesuffix("+spotter") for n in methods.combinations()]
+        print(f"\nBASE+spotter adds Spotter's terms to any of: {', '.join(bases)}")
     elif args.what == "datasets":
         print("\n".join(DATASETS))
     elif args.what == "models":
@@ -193,7 +219,51 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from spotter.tune import parse_grid, tune
+
+    device = resolve_device(args.device)
+    if args.out:
+        check_writable(Path(args.out).parent)
+    cfg = methods.make_config(args.tune_method, dict(_pairs(args.overrides)), args.preset)
+    if hasattr(cfg, "seed"):
+        cfg = dataclasses.replace(cfg, seed=args.seed)
+    splits, info = prepare(data_config(args))
+    spec = model_spec(info, args.model, args.width or (16 if args.model == "resnet18" else None))
+    train = train_config(args)
+    original, _ = reference_model("original", info.name, splits, spec, train, args.cache_dir, device)
+    retrained, _ = reference_model("retrained", info.name, splits, spec, train, args.cache_dir, device)
+    result = tune(args.tune_method, original, retrained, splits, cfg, parse_grid(args.grid), args.protocol)
+    keys = [k for k in result.trials[0] if k not in ("forget_acc", "retain_acc", "time_s", "score")]
+    print(
+        f"reference (validation): retrained forget {result.reference['forget_acc']:.2f}, "
+        f"original retain {result.reference['retain_acc']:.2f}"
+    )
+    print("| " + " | ".join([*keys, "forget", "retain", "score", "time s"]) + " |")
+    print("|" + "---|" * (len(keys) + 4))
+    for t in result.trials:
+        cells = [str(t[k]) for k in keys] + [
+            f"{t['forget_acc']:.2f}",
+            f"{t['retain_acc']:.2f}",
+            f"{t['score']:.2f}",
+            f"{t['time_s']:.0f}",
+        ]
+        print("| " + " | ".join(cells) + " |")
+    best = " ".join(f"{k}={v}" for k, v in result.best.items())
+    print(f"\nbest: spotter unlearn --method {args.tune_method} --set {best}")
+    if args.out:
+        write_json(args.out, result.to_dict())
+        print(f"trials written to {args.out}")
+    return 0
+
+
 def dispatch(args: argparse.Namespace) -> int:
-    return {"demo": cmd_demo, "train": cmd_train, "unlearn": cmd_unlearn, "eval": cmd_eval, "list": cmd_list}[
-        args.command
-    ](args)
+    return {
+        "demo": cmd_demo,
+        "train": cmd_train,
+        "unlearn": cmd_unlearn,
+        "eval": cmd_eval,
+        "list": cmd_list,
+        "tune": cmd_tune,
+        "audit": cmd_audit,
+    }[args.command](args)

@@ -177,8 +177,8 @@ def synthetic(
     size: int = 16,
     seed: int = 0,
 ) -> tuple[TensorSet, TensorSet]:
-    """Seeded templates plus noise. Classes come in pairs that share half their template, so every
-    class has a near neighbour (what over-unlearning is about)."""
+    """Seeded templates plus noise. Classes come in pairs that share 40% of their template, so
+    every class has a near neighbour (what over-unlearning is about)."""
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(num_classes, 1, size // 4, size // 4, generator=g)
     own = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
@@ -216,6 +216,7 @@ class Splits:
     shots: TensorSet
     num_classes: int
     forget_classes: tuple[int, ...]
+    surrogate: TensorSet | None = None  # out-of-distribution images for methods that read "surrogate"
 
     @property
     def val_forget(self) -> TensorSet:

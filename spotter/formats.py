@@ -62,6 +62,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"),  # protocol 5 (Python 3.14's default)
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # protocol-2 pickles written by Python 3 store bytes this way
     }
 
     def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle protocol

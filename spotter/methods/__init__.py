@@ -2,6 +2,7 @@
 
 The file name is the CLI name, the TOML key and the test id (design.md). A method receives only the
 data it declares in NEEDS: a method that does not read retain data is handed splits without any.
+"BASE+spotter" names (see `combinations()`) add Spotter's terms to a base method (methods/_plus.py).
 """
 
 from __future__ import annotations
@@ -33,10 +34,23 @@ def available() -> list[str]:
     return sorted(names)
 
 
+def combinations() -> list[str]:
+    """Every "BASE+spotter" name: bases that train with a loss, plus Spotter's terms (method.md §5)."""
+    from spotter.methods import _plus
+
+    return [
+        f"{n}{_plus.SUFFIX}" for n in available() if n not in _plus.WHY_NOT and _plus.takes_extra_loss(get(n))
+    ]
+
+
 def get(name: str) -> ModuleType:
+    if name.endswith("+spotter"):  # a combination, built by spotter/methods/_plus.py
+        from spotter.methods import _plus
+
+        return _plus.combo(name)
     names = available()
     if name not in names:
-        raise ValueError(f"unknown method {name!r}; valid choices: {', '.join(names)}")
+        raise ValueError(f"unknown method {name!r}; valid choices: {', '.join(names)} (or BASE+spotter)")
     module = importlib.import_module(f"{__name__}.{name}")
     for attr in ("Config", "NEEDS", "unlearn"):
         assert hasattr(module, attr), f"method module {name} lacks {attr}"

@@ -1,0 +1,174 @@
+"""Pieces the baseline methods share: set-up, batches, subsets, and the one optimiser step.
+
+Every method that trains with a loss takes its optimiser steps through `step()`, which adds an
+optional `extra_loss(student)` term before the backward pass. That is the single place where
+"+spotter" (spotter/methods/_plus.py) plugs Spotter's neighbourhood and dispersion terms into any
+base method's own training run (method.md §5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from spotter.data import TensorSet, augment, to_float
+
+log = logging.getLogger("spotter")
+
+# (student) -> scalar loss added to the base method's loss at every optimiser step ("+spotter").
+ExtraLoss = Callable[[nn.Module], torch.Tensor]
+
+# Augmentation "as in training" (baselines.md preamble): the TrainConfig defaults (crop pad 2, flip).
+AUG_PAD, AUG_FLIP = 2, True
+OPTIMIZERS = ("sgd", "adam")
+
+
+def start(model: nn.Module, seed: int) -> tuple[nn.Module, torch.device]:
+    """Seed torch, and return a trainable deep copy of `model` and the device of its parameters."""
+    torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    return copy.deepcopy(model).to(device), device
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A frozen copy in eval mode (teacher); the caller's model is never touched."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def reinit(model: nn.Module) -> nn.Module:
+    """Re-initialise every layer that knows how (torch's default init, from the global RNG)."""
+    for m in model.modules():
+        if m is not model and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return model
+
+
+def optimizer(
+    name: str, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)}")
+
+
+def check_optimizer(name: str) -> None:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)}")
+
+
+def set_mode(model: nn.Module, freeze_bn: bool) -> None:
+    """Train mode, with BatchNorm statistics frozen when asked (affine parameters still train)."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+@contextlib.contextmanager
+def bn_eval(model: nn.Module) -> Iterator[None]:
+    """BatchNorm in eval mode for the duration (restores each layer's mode afterwards)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    modes = [m.training for m in bns]
+    for m in bns:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(bns, modes, strict=True):
+            m.train(mode)
+
+
+def load(
+    data: TensorSet,
+    idx: torch.Tensor,
+    device: torch.device,
+    aug: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float pixels (B, C, H, W), labels (B,)) for the indexed samples, augmented if asked."""
+    x = to_float(data.x[idx].to(device))
+    if aug:
+        assert generator is not None
+        x = augment(x, AUG_PAD, AUG_FLIP, generator)
+    return x, data.y[idx].to(device)
+
+
+def shuffled(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One shuffled pass over range(n) in batches."""
+    return list(torch.randperm(n, generator=generator).split(batch_size))
+
+
+def cycle(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless shuffled batches over range(n), reshuffled at every pass (a cycled loader)."""
+    while True:
+        yield from shuffled(n, batch_size, generator)
+
+
+def subset(data: TensorSet, size: int | float, generator: torch.Generator) -> TensorSet:
+    """A seeded random subset: `size` samples, or that fraction when 0 < size < 1."""
+    n = int(round(size * len(data))) if isinstance(size, float) and size < 1 else int(size)
+    n = max(1, min(n, len(data)))
+    return data.subset(torch.randperm(len(data), generator=generator)[:n])
+
+
+def per_class(data: TensorSet, count: int, generator: torch.Generator) -> TensorSet:
+    """A seeded subset with up to `count` samples of every class present."""
+    parts = []
+    for c in data.y.unique().tolist():
+        idx = (data.y == c).nonzero().flatten()
+        parts.append(idx[torch.randperm(len(idx), generator=generator)[:count]])
+    return data.subset(torch.cat(parts).sort().values)
+
+
+def require(data: TensorSet | None, what: str, method: str) -> TensorSet:
+    if data is None or len(data) == 0:
+        raise ValueError(f"{method} needs a non-empty {what} split")
+    return data
+
+
+def step(
+    opt: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    student: nn.Module,
+    extra_loss: ExtraLoss | None = None,
+    before_step: Callable[[], None] | None = None,
+    what: str = "loss",
+) -> float:
+    """One optimiser step on `loss` (+ `extra_loss(student)`, the "+spotter" hook); returns the loss.
+
+    `before_step` runs between backward and the update (gradient masks and projections).
+    """
+    if extra_loss is not None:
+        loss = loss + extra_loss(student)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{what} became {loss.item()}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if before_step is not None:
+        before_step()
+    opt.step()
+    return float(loss.detach())
+
+
+def log_epoch(history: list[dict], method: str, epoch: int, epochs: int, **values: float) -> None:
+    """Record one epoch and log it (one line per epoch keeps CI logs readable)."""
+    history.append({"epoch": epoch, **values})
+    text = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+    log.info("%s epoch %d/%d: %s", method, epoch, epochs, text)
+
+
+def finish(student: nn.Module, history: list[dict]) -> nn.Module:
+    student.eval()
+    student.unlearn_history = history
+    return student

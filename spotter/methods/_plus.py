@@ -1,0 +1,207 @@
+""" "+spotter" on any base method: the base's own loss plus Spotter's neighbourhood and dispersion terms.
+
+    L = L_base + (1 − λ1)·KL(mask(p_orig(x')) ‖ p_θ(x')) + λ2·dispersion(h_θ(x), y)
+
+on a forget batch (x, y) and its PGD neighbours x' at every optimiser step of the base method, in
+one training run (method.md §5, "Plug-and-play"). The terms come from `spotter.spotter_terms`;
+the neighbours are built once from the frozen original, as Spotter builds them. The terms are
+evaluated with BatchNorm in eval mode (Spotter's setting: single-class batches would corrupt the
+running statistics), whatever mode the base trains in; their gradients go through the base's own
+gradient handling (SalUn's mask, UNSC's projection).
+
+A combination's Config holds the base's fields plus Spotter's, prefixed `spotter_` (λ1, λ2,
+temperature, the forget batch size and the neighbourhood settings); its NEEDS is the union of the
+base's and Spotter's ("forget"). Bases take part by accepting `extra_loss` in `unlearn` (see
+`_common.step`). Which cannot, and why: `retrain` trains from scratch through the shared trainer
+(it has no original to distil and must stay the exact-unlearning reference); `spotter` already is
+these terms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+import types
+import typing
+
+import torch
+from torch import nn
+
+from spotter.data import Splits
+from spotter.methods import _common
+from spotter.methods import spotter as spotter_method
+from spotter.perturb import neighbourhood
+from spotter.train import predict
+
+log = logging.getLogger("spotter")
+
+SUFFIX = "+spotter"
+PREFIX = "spotter_"
+# Spotter settings a combination exposes (as spotter_<name>).
+FIELDS = (
+    "lambda1",
+    "lambda2",
+    "temperature",
+    "batch_size",
+    "eps",
+    "step",
+    "steps",
+    "direction",
+    "copies",
+    "neighbour_seed",
+)
+WHY_NOT = {
+    "retrain": "retrain trains from scratch with the shared trainer: there is no original to distil, "
+    "and the exact-unlearning reference must stay untouched",
+    "spotter": "spotter already trains with these terms",
+}
+
+
+def takes_extra_loss(module: types.ModuleType) -> bool:
+    return "extra_loss" in inspect.signature(module.unlearn).parameters
+
+
+class _KWay:
+    """A view of `model` whose head returns only the first k logits (Boundary Expanding's shadow
+    output is not part of the distribution Spotter distils)."""
+
+    def __init__(self, model: nn.Module, k: int) -> None:
+        self.features, self._head, self.k = model.features, model.head, k
+
+    def head(self, feats: torch.Tensor) -> torch.Tensor:
+        return self._head(feats)[:, : self.k]
+
+
+class SpotterTerms:
+    """The `extra_loss` hook: (1 − λ1)·neighbour masked KD + λ2·dispersion on the next forget batch."""
+
+    def __init__(self, original: nn.Module, splits: Splits, cfg: spotter_method.Config, seed: int) -> None:
+        forget = _common.require(splits.forget, "forget", "+spotter")
+        device = next(original.parameters()).device
+        self.x_nb, self.y = neighbourhood(
+            original,
+            forget.x,
+            forget.y,
+            "pgd" if cfg.direction == "toward" else "pgd_away",
+            cfg.neighbour_seed,
+            cfg.eps,
+            cfg.step,
+            cfg.steps,
+            copies=cfg.copies,
+            device=device,
+        )
+        self.src = torch.arange(len(forget)).repeat(cfg.copies)  # neighbour i comes from clean i % N
+        self.forget, self.cfg, self.device = forget, cfg, device
+        self.forget_classes = splits.forget_classes
+        self.k = splits.num_classes
+        self.t_clean = predict(original, forget.x, device=device)
+        self.t_nb = predict(original, self.x_nb, device=device)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.queue: list[torch.Tensor] = []
+        self.sums, self.calls = torch.zeros(2), 0
+
+    def _next(self) -> torch.Tensor:
+        if not self.queue:  # a new pass, every batch holding each forget class (spotter.spread_order)
+            order = spotter_method.spread_order(self.y, self.generator)
+            self.queue = list(order.split(self.cfg.batch_size))[::-1]
+        return self.queue.pop()
+
+    def __call__(self, student: nn.Module) -> torch.Tensor:
+        idx = self._next()
+        src = self.src[idx]
+        x = self.forget.x[src].to(self.device).float().div(255)
+        view = student if student.head.out_features == self.k else _KWay(student, self.k)
+        with _common.bn_eval(student):
+            _, kd_nb, disp = spotter_method.spotter_terms(
+                view,
+                x,
+                self.x_nb[idx].to(self.device),
+                self.y[idx].to(self.device),
+                self.t_clean[src].to(self.device),
+                self.t_nb[idx].to(self.device),
+                self.forget_classes,
+                self.cfg.temperature,
+            )
+        self.sums += torch.tensor([kd_nb.item(), disp.item()])
+        self.calls += 1
+        return (1 - self.cfg.lambda1) * kd_nb + self.cfg.lambda2 * disp  # method.md §5
+
+
+def _field(f: dataclasses.Field) -> dataclasses.Field:
+    if f.default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=f.default_factory)
+    return dataclasses.field(default=f.default)
+
+
+def split_config(cfg: typing.Any, base: types.ModuleType) -> tuple[typing.Any, spotter_method.Config]:
+    """(base Config, spotter Config) from a combination's Config (validating both)."""
+    names = [f.name for f in dataclasses.fields(base.Config)]
+    base_cfg = base.Config(**{n: getattr(cfg, n) for n in names})
+    spot_cfg = spotter_method.Config(**{n: getattr(cfg, PREFIX + n) for n in FIELDS})
+    return base_cfg, spot_cfg
+
+
+@functools.cache
+def combo(name: str) -> types.ModuleType:
+    """A method module for "BASE+spotter" (Config, NEEDS, unlearn), built once per base."""
+    from spotter import methods  # the registry imports this module lazily
+
+    base_name = name.removesuffix(SUFFIX)
+    if base_name in WHY_NOT:
+        raise ValueError(f"{name!r} is not available: {WHY_NOT[base_name]}")
+    base = methods.get(base_name)
+    if not takes_extra_loss(base):
+        raise ValueError(f"{name!r} is not available: {base_name} does not train with a loss")
+    base_hints = typing.get_type_hints(base.Config)
+    spot_hints = typing.get_type_hints(spotter_method.Config)
+    defaults = spotter_method.Config()
+    fields = [(f.name, base_hints[f.name], _field(f)) for f in dataclasses.fields(base.Config)]
+    fields += [(PREFIX + n, spot_hints[n], dataclasses.field(default=getattr(defaults, n))) for n in FIELDS]
+    clash = {PREFIX + n for n in FIELDS} & {f.name for f in dataclasses.fields(base.Config)}
+    assert not clash, clash
+
+    def post_init(self) -> None:  # noqa: ANN001
+        split_config(self, base)
+
+    config = dataclasses.make_dataclass(
+        base.Config.__name__,
+        fields,
+        namespace={
+            "__post_init__": post_init,
+            "__doc__": f"{base_name} settings plus Spotter's, prefixed {PREFIX} (defaults: the authors', "
+            f"method.md §5). Search: the base's ranges; spotter_lambda2 0.1..5 (log), spotter_lambda1 "
+            f"0.3..0.9.\n\n{base.Config.__doc__ or ''}",
+        },
+    )
+    config.__module__ = __name__
+    config.__qualname__ = f"{base_name}_plus_spotter.Config"
+
+    def unlearn(model: nn.Module, splits: Splits, cfg: typing.Any) -> nn.Module:
+        base_cfg, spot_cfg = split_config(cfg, base)
+        torch.manual_seed(getattr(base_cfg, "seed", 0))
+        terms = SpotterTerms(model, splits, spot_cfg, seed=getattr(base_cfg, "seed", 0))
+        out = base.unlearn(model, splits, base_cfg, extra_loss=terms)
+        if terms.calls:
+            kd_nb, disp = (terms.sums / terms.calls).tolist()
+            log.info(
+                "%s: %d steps with Spotter's terms (mean kd_nb %.4f, disp %.4f)",
+                name,
+                terms.calls,
+                kd_nb,
+                disp,
+            )
+        return out
+
+    summary = (base.__doc__ or "").strip().splitlines()[0].rstrip(".")
+    module = types.ModuleType(
+        f"{methods.__name__}.{name}",
+        f"{summary}; plus Spotter's neighbourhood KD and dispersion (method.md §5).\n\n{__doc__}",
+    )
+    module.Config = config
+    module.NEEDS = tuple(dict.fromkeys((*base.NEEDS, *spotter_method.NEEDS)))
+    module.TUNE = getattr(base, "TUNE", {})
+    module.BASE = base_name
+    module.unlearn = unlearn
+    return module

@@ -1,0 +1,213 @@
+"""The command line end to end on the synthetic dataset, and its error messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import TRAIN_CFG, VAL_SIZE
+
+from spotter.checkpoint import load_model, save_model
+from spotter.cli import main
+from spotter.models import ModelSpec, build_model
+
+ROW_KEYS = (
+    "forget_acc",
+    "retain_acc",
+    "test_forget_acc",
+    "test_retain_acc",
+    "ou_pgd",
+    "ou_pgd_away",
+    "ou_gaussian",
+    "pra_forget_acc",
+    "pra_alpha",
+    "pra_curve",
+    "dispersion",
+    "time_s",
+)
+SYNTH = ["--dataset", "synthetic", "--val-size", str(VAL_SIZE)]
+# the session fixture's recipe, so `train` finds the cached model instead of training
+FIXTURE_RECIPE = [
+    "--model",
+    "tiny",
+    "--epochs",
+    str(TRAIN_CFG.epochs),
+    "--train-set",
+    f"batch_size={TRAIN_CFG.batch_size}",
+    f"lr={TRAIN_CFG.lr}",
+    f"pad={TRAIN_CFG.pad}",
+]
+
+
+def one_line_error(capsys, argv, *needles):
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    argv = [
+        "demo",
+        *SYNTH,
+        "--model",
+        "tiny",
+        "--epochs",
+        "3",
+        "--out",
+        str(out / "run"),
+        "--cache-dir",
+        str(out / "cache"),
+        "--device",
+        "cpu",
+        "--set",
+        "lr=0.01",
+        "epochs=3",
+    ]
+    code = main(argv)
+    return code, out / "run"
+
+
+def test_demo_writes_results(demo, capsys):
+    code, out = demo
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["model"] for r in rows] == ["original", "retrained", "spotter"]
+    for row in rows:
+        missing = [k for k in ROW_KEYS if k not in row]
+        assert not missing, (row["model"], missing)
+        assert row["dataset"] == "synthetic" and row["forget_classes"] == [0]
+        assert len(row["pra_curve"]) == 10 and 0 < row["pra_alpha"] <= 1
+        assert 0 <= row["ou_pgd"] <= 0.7 and 0 <= row["ou_gaussian"] <= 0.7
+    assert rows[1]["test_forget_acc"] == 0.0  # the retrained model never saw class 0
+    assert rows[2]["method_config"]["lr"] == 0.01 and rows[2]["method_config"]["epochs"] == 3
+    table = (out / "results.md").read_text()
+    assert table.startswith("| model") and all(name in table for name in ("original", "retrained", "spotter"))
+
+
+def test_train_unlearn_eval(reference, tmp_path, capsys):
+    ckpt = tmp_path / "original.safetensors"
+    cache = ["--cache-dir", reference.cache_dir, "--device", "cpu"]
+    assert main(["train", *SYNTH, *FIXTURE_RECIPE, *cache, "--out", str(ckpt)]) == 0
+    model, spec, meta = load_model(ckpt)
+    assert spec == reference.spec and meta["kind"] == "original"
+    assert all(
+        (a == b).all()
+        for a, b in zip(model.state_dict().values(), reference.original.state_dict().values(), strict=True)
+    )  # served from the session cache
+
+    unlearned = tmp_path / "spotter.safetensors"
+    argv = ["unlearn", *SYNTH, "--checkpoint", str(ckpt), "--device", "cpu", "--out", str(unlearned)]
+    assert main([*argv, "--set", "lr=0.01", "epochs=2", "batch_size=64", "--protocol", "retain-free"]) == 0
+    _, _, meta = load_model(unlearned)
+    assert meta["method"] == "spotter" and meta["method_config"]["epochs"] == 2
+
+    rows_path = tmp_path / "rows.json"
+    argv = ["eval", *SYNTH, str(unlearned), "--original", str(ckpt), "--device", "cpu"]
+    assert main([*argv, "--out", str(rows_path), "--eval-set", "alphas=0.5,1.0"]) == 0
+    (row,) = json.loads(rows_path.read_text())
+    assert row["model"] == "spotter" and len(row["pra_curve"]) == 2
+    assert "| spotter |" in capsys.readouterr().out
+
+
+def test_list(capsys):
+    assert main(["list", "methods"]) == 0
+    out = capsys.readouterr().out
+    assert any(line.startswith("spotter ") and "forget" in line for line in out.splitlines())
+    assert main(["list", "datasets"]) == 0
+    assert "synthetic" in capsys.readouterr().out.split()
+    assert main(["list", "models"]) == 0
+    assert "tiny" in capsys.readouterr().out
+    assert main(["list", "presets"]) == 0
+    assert "spotter:authors" in capsys.readouterr().out
+
+
+def test_unknown_dataset(capsys, tmp_path):
+    one_line_error(capsys, ["demo", "--dataset", "mnist", "--out", str(tmp_path)], "'mnist'", "synthetic")
+
+
+def test_forget_class_out_of_range(capsys, tmp_path):
+    argv = ["demo", *SYNTH, "--model", "tiny", "--forget", "9", "--out", str(tmp_path)]
+    one_line_error(capsys, argv, "forget class 9 out of range", "0..5")
+
+
+def test_bad_forget_list(capsys, tmp_path):
+    one_line_error(capsys, ["demo", *SYNTH, "--forget", "one", "--out", str(tmp_path)], "'one'")
+
+
+def test_missing_data_folder(capsys, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["demo", "--dataset", "fashion-mnist", "--data-dir", str(empty), "--out", str(tmp_path / "o")]
+    one_line_error(capsys, argv, str(empty), "apt-get install dataset-fashion-mnist")
+
+
+def test_checkpoint_of_another_architecture(capsys, tmp_path):
+    narrow, wide = tmp_path / "narrow.safetensors", tmp_path / "wide.safetensors"
+    for path, width in ((narrow, 8), (wide, 16)):
+        spec = ModelSpec("tiny", 6, 1, width, (0.5,), (0.25,))
+        save_model(path, build_model(spec), spec)
+    argv = ["eval", *SYNTH, str(narrow), "--original", str(wide), "--device", "cpu"]
+    one_line_error(capsys, argv, str(narrow), "width")
+    ten = ModelSpec("tiny", 10, 1, 16, (0.5,), (0.25,))
+    save_model(tmp_path / "ten.safetensors", build_model(ten), ten)  # a 10-class model for 6 classes
+    argv = ["eval", *SYNTH, str(wide), "--original", str(tmp_path / "ten.safetensors"), "--device", "cpu"]
+    one_line_error(capsys, argv, "num_classes")
+
+
+def test_unknown_method(capsys, tmp_path):
+    argv = ["demo", *SYNTH, "--model", "tiny", "--method", "forgetful", "--out", str(tmp_path)]
+    one_line_error(capsys, argv, "'forgetful'", "spotter")
+
+
+def test_unknown_set_key(capsys, tmp_path):
+    argv = ["demo", *SYNTH, "--model", "tiny", "--set", "lamda2=3", "--out", str(tmp_path)]
+    one_line_error(capsys, argv, "'lamda2'", "lambda2")
+
+
+def test_bad_set_value_and_form(capsys, tmp_path):
+    base = ["demo", *SYNTH, "--model", "tiny", "--out", str(tmp_path)]
+    one_line_error(capsys, [*base, "--set", "epochs=many"], "epochs", "'many'")
+    one_line_error(capsys, [*base, "--set", "lr"], "'lr'", "key=value")
+
+
+def test_unknown_model_and_device(capsys, tmp_path):
+    base = ["demo", *SYNTH, "--out", str(tmp_path)]
+    one_line_error(capsys, [*base, "--model", "vgg"], "'vgg'", "tiny")
+    one_line_error(capsys, [*base, "--model", "tiny", "--device", "tpu"], "'tpu'")
+
+
+def test_missing_checkpoint(capsys, tmp_path):
+    argv = [
+        "unlearn",
+        *SYNTH,
+        "--checkpoint",
+        str(tmp_path / "nope.safetensors"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    one_line_error(capsys, argv, "nope.safetensors")
+
+
+def test_help_in_a_subprocess():
+    proc = subprocess.run(
+        [sys.executable, "-m", "spotter", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    for command in ("demo", "train", "unlearn", "eval", "list"):
+        assert command in proc.stdout
+    assert proc.stderr == ""
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "usage: spotter" in capsys.readouterr().out

@@ -17,6 +17,7 @@ EPILOG = """examples:
   spotter eval spotter.safetensors --original original.safetensors --forget 0
   spotter audit --original original.safetensors --unlearned spotter.safetensors --forget 0 --out runs/audit
   spotter list methods
+  spotter bench benchmarks/smoke.toml --out runs/smoke && spotter report runs/smoke
 """
 
 
@@ -25,7 +26,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dataset",
         default="fashion-mnist",
-        help="fashion-mnist (default), cifar10, cifar100, synthetic",
+        help="fashion-mnist (default), cifar10, cifar100, synthetic, tinyimagenet, imagefolder "
+        "(--data-dir with train/<class>/ and val/ or test/; streamed from disk when larger than "
+        "$SPOTTER_MEMORY_BUDGET GiB, default 1/4 of RAM)",
     )
     g.add_argument("--data-dir", help="dataset folder (else $SPOTTER_DATA, else /usr/share/datasets)")
     g.add_argument("--forget", default="0", help="forget class id(s), comma separated (default 0)")
@@ -118,16 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train (or load from cache) the original or retrained model",
-        description="Train a reference model and write it as a safetensors checkpoint.",
+        description="Train a reference model and write it as a safetensors checkpoint. On several GPUs "
+        "(or CPU processes): torchrun --nproc_per_node N -m spotter train ... (data parallel, same "
+        "global batch; rank 0 writes the checkpoint).",
     )
     _data_args(p), _model_args(p)
     p.add_argument("--kind", default="original", help="original (all classes) or retrained (retain only)")
     p.add_argument("--out", required=True, help="checkpoint path to write (.safetensors)")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the training forward (GPUs, long runs)"
+    )
 
     p = sub.add_parser(
         "unlearn",
         help="unlearn forget classes from a checkpoint",
-        description="Run one unlearning method on a checkpoint; writes the unlearned checkpoint.",
+        description="Run one unlearning method on a checkpoint; writes the unlearned checkpoint. Methods "
+        "that train on the retain set run data-parallel under torchrun --nproc_per_node N -m spotter unlearn ...",
     )
     _data_args(p), _method_args(p)
     p.add_argument("--checkpoint", required=True, help="the original model (.safetensors from spotter train)")
@@ -203,6 +212,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default="full", help="full (default) or retain-free")
     p.add_argument("--out", help="write the trials and the best config to this JSON file")
 
+    p = sub.add_parser(
+        "bench",
+        help="run a benchmark spec (TOML): methods x forget sets x seeds -> OUT/results.jsonl",
+        description="Run every job of SPEC (see benchmarks/*.toml) that OUT/results.jsonl does not hold yet: "
+        "one JSON row per job (config, git revision, wall time, every metric), appended as it finishes, so "
+        "a re-run after a crash or Ctrl-C resumes. Original and retrained models come from the cache. "
+        "Render the rows with `spotter report OUT`.",
+    )
+    p.add_argument("spec", metavar="SPEC", help="benchmark spec, e.g. benchmarks/fashion_mnist.toml")
+    p.add_argument("--out", required=True, help="run folder (results.jsonl, features/, report/)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; threads are split)")
+    p.add_argument("--devices", help="comma-separated devices spread over the workers, e.g. cuda:0,cuda:1")
+    p.add_argument(
+        "--cache-dir",
+        help="where trained models are cached (default $SPOTTER_CACHE or ~/.cache/spotter)",
+    )
+
+    p = sub.add_parser(
+        "report",
+        help="render a bench run folder: Markdown/CSV/LaTeX tables, PNG plots, one HTML page",
+        description="Read DIR/results.jsonl (and DIR/features) and write DIR/report/: report.md, report.html "
+        "(self-contained), one .md/.csv/.tex table and PNG plots per setting. Needs only the run folder.",
+    )
+    p.add_argument("run_dir", metavar="DIR", help="a `spotter bench --out` folder")
+
     p = sub.add_parser("list", help="list methods, datasets, models or presets")
     p.add_argument("what", choices=("methods", "datasets", "models", "presets"))
     return parser
@@ -216,10 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    from spotter import commands  # heavy imports after parsing keeps --help fast
+    from spotter import commands, distributed  # heavy imports after parsing keeps --help fast
 
     try:
-        return commands.dispatch(args)
+        with distributed.session(args.command):  # a process group only when launched by torchrun
+            return commands.dispatch(args)
     except (ValueError, FileNotFoundError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"spotter {args.command}: error: {message}", file=sys.stderr)

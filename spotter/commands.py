@@ -9,7 +9,7 @@ import logging
 import time
 from pathlib import Path
 
-from spotter import methods
+from spotter import distributed, methods
 from spotter.checkpoint import load_model, save_model
 from spotter.config import apply_overrides
 from spotter.data import DATASETS
@@ -26,7 +26,7 @@ from spotter.pipeline import (
     write_json,
 )
 from spotter.table import markdown
-from spotter.train import TrainConfig
+from spotter.train import FitOptions, TrainConfig
 from spotter.zoo import KINDS, reference_model
 
 log = logging.getLogger("spotter")
@@ -99,9 +99,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_writable(Path(args.out).parent)
     splits, info = prepare(data_config(args))
     spec = model_spec(info, args.model, args.width or (16 if args.model == "resnet18" else None))
+    options = FitOptions(compile=getattr(args, "compile", False))
     model, meta = reference_model(
-        args.kind, info.name, splits, spec, train_config(args), args.cache_dir, device
+        args.kind, info.name, splits, spec, train_config(args), args.cache_dir, device, options
     )
+    if not distributed.is_main():  # under torchrun rank 0 writes and reports
+        return 0
     save_model(args.out, model, spec, {k: v for k, v in meta.items() if k not in ("path", "cached")})
     print(
         f"{args.kind} model written to {args.out} (validation accuracy of the selected epoch: "
@@ -123,6 +126,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     t0 = time.time()
     unlearned = methods.run(args.method, model, splits, cfg, protocol=args.protocol)
     seconds = time.time() - t0
+    if not distributed.is_main():  # under torchrun rank 0 writes and reports
+        return 0
     meta = {
         "method": args.method,
         "method_config": dataclasses.asdict(cfg),
@@ -257,6 +262,36 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from spotter.bench import RESULTS, run_bench
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    for d in devices or []:
+        resolve_device(d)
+    res = run_bench(args.spec, args.out, args.workers, devices, args.cache_dir)
+    print(
+        f"{res.total} jobs: {res.skipped} already done, {res.ran} run now in {res.seconds:.0f}s"
+        f"{f', {len(res.failed)} failed' if res.failed else ''}; rows in {res.out / RESULTS}"
+    )
+    for label in res.failed:
+        print(f"  failed: {label} (see the log above; rerun to retry)")
+    print(f"render with: spotter report {res.out}")
+    return 1 if res.failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from spotter.report import render
+
+    result = render(args.run_dir)
+    for section in result["sections"]:
+        print(f"## {section['setting'].title}")
+        print("\n".join(section["lines"]))
+    print(f"\nreport written to {result['folder']} ({len(result['files'])} files; open report.html)")
+    return 0
+
+
 def dispatch(args: argparse.Namespace) -> int:
     return {
         "demo": cmd_demo,
@@ -266,4 +301,6 @@ def dispatch(args: argparse.Namespace) -> int:
         "list": cmd_list,
         "tune": cmd_tune,
         "audit": cmd_audit,
+        "bench": cmd_bench,
+        "report": cmd_report,
     }[args.command](args)

@@ -88,6 +88,12 @@ INFO = {
         tuple(f"class {i}" for i in range(100)),
     ),
     "synthetic": DatasetInfo("synthetic", 6, 1, 16, (0.5,), (0.25,), tuple(f"class {i}" for i in range(6))),
+    # Image folders (spotter/imagefolder.py): class count, size, statistics and names come from
+    # the folder at load time; these entries only register the names.
+    "tinyimagenet": DatasetInfo(
+        "tinyimagenet", 200, 3, 64, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), ()
+    ),
+    "imagefolder": DatasetInfo("imagefolder", 0, 3, 0, (0.5,) * 3, (0.25,) * 3, ()),
 }
 DATASETS = tuple(INFO)
 
@@ -100,12 +106,18 @@ HOW_TO_GET = {
     "extract it and pass --data-dir to the folder holding cifar-10-batches-py/",
     "cifar100": "download cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, "
     "extract it and pass --data-dir to the folder holding cifar-100-python/",
+    "tinyimagenet": "download tiny-imagenet-200.zip from http://cs231n.stanford.edu/tiny-imagenet-200.zip, "
+    "extract it and pass --data-dir to the folder holding tiny-imagenet-200/ (needs pillow)",
+    "imagefolder": "pass --data-dir to a folder holding train/<class>/<images> and val/ or test/ laid out "
+    "the same way (or images/ + val_annotations.txt, as TinyImageNet); needs pillow",
 }
 # Which file proves a folder holds the dataset, relative to the dataset's own folder.
 MARKERS = {
     "fashion-mnist": ("train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte"),
     "cifar10": ("cifar-10-batches-py/data_batch_1", "data_batch_1"),
     "cifar100": ("cifar-100-python/train", "train"),
+    "tinyimagenet": ("tiny-imagenet-200/wnids.txt", "wnids.txt"),
+    "imagefolder": ("train",),
 }
 
 
@@ -198,6 +210,15 @@ def load(name: str, data_dir: str | Path | None = None) -> tuple[TensorSet, Tens
     check_dataset_name(name)
     if name == "synthetic":
         train, test = synthetic()
+    elif name in ("imagefolder", "tinyimagenet"):  # decoded into memory, or streamed when too large
+        from spotter import imagefolder
+
+        root = resolve_root(name, data_dir)
+        return (
+            imagefolder.load_tinyimagenet(root)
+            if name == "tinyimagenet"
+            else imagefolder.load_imagefolder(root)
+        )
     else:
         root = resolve_root(name, data_dir)
         train, test = _load_fashion(root) if name == "fashion-mnist" else _load_cifar(root, name)
@@ -292,20 +313,33 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255)
 
 
-def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding `pad` and random horizontal flip, per image, on a float batch."""
+def augment(
+    x: torch.Tensor,
+    pad: int,
+    flip: bool,
+    generator: torch.Generator,
+    total: int | None = None,
+    offset: int = 0,
+) -> torch.Tensor:
+    """Random crop with zero padding `pad` and random horizontal flip, per image, on a float batch.
+
+    `total`/`offset`: draw the randomness for a batch of `total` images and apply rows
+    offset..offset+len(x) of it (a data-parallel rank's share draws what one process would).
+    """
     b, _, h, w = x.shape
+    total = b if total is None else total
+    part = slice(offset, offset + b)
     if pad > 0:
         padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-        dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-        dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (total,), generator=generator)[part].to(x.device)
+        dy = torch.randint(0, 2 * pad + 1, (total,), generator=generator)[part].to(x.device)
         rows = (dy.view(b, 1) + torch.arange(h, device=x.device)).view(b, 1, h, 1)
         cols = (dx.view(b, 1) + torch.arange(w, device=x.device)).view(b, 1, 1, w)
         bidx = torch.arange(b, device=x.device).view(b, 1, 1, 1)
         cidx = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
         x = padded[bidx, cidx, rows, cols]
     if flip:
-        mask = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+        mask = (torch.rand(total, generator=generator)[part] < 0.5).to(x.device)
         x = torch.where(mask.view(b, 1, 1, 1), x.flip(3), x)
     return x
 

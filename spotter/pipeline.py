@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -70,7 +71,7 @@ def check_writable(folder: str | Path) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".spotter-write-test"
+        probe = folder / f".spotter-write-test-{os.getpid()}"  # one per process (torchrun ranks)
         probe.write_text("")
         probe.unlink()
     except OSError as err:

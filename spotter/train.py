@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spotter import distributed
 from spotter.checkpoint import CheckpointError, load_tensors, save_tensors
 from spotter.data import TensorSet, augment, batches, to_float
+from spotter.speed import FitOptions, local_batches, resident, unwrap, wrap
 
 log = logging.getLogger("spotter")
 
@@ -206,6 +208,27 @@ def _load_state(path: Path, model, opt, fingerprint: str) -> tuple[int, dict, Hi
     return meta["epoch"], best, History(h["epochs"], h["best_epoch"], h["best_val"])
 
 
+def _val_accuracy(model: nn.Module, val: TensorSet, device, group: distributed.Dist | None) -> float:
+    if group is None:
+        return evaluate_accuracy(model, val, device)
+    lo, hi = group.share(len(val))  # each rank scores its share, the counts are summed
+    logits = predict(model, val.x[lo:hi], device=device)
+    correct = (logits.argmax(1) == val.y[lo:hi]).sum().item()
+    (correct,) = distributed.all_sum([float(correct)], device)
+    return float(torch.tensor(correct, dtype=torch.float32) / len(val) * 100)
+
+
+def _check_finite(loss_step: tuple[torch.Tensor, int] | None, desc, epoch, state_path, group) -> None:
+    """Raise TrainingDiverged (on every rank at once) when a step's loss is NaN or Inf."""
+    if loss_step is None:
+        return
+    loss, step = loss_step
+    if bool(torch.isfinite(loss)) if group is None else distributed.all_finite(loss):
+        return
+    kept = f"; last good checkpoint kept at {state_path}" if state_path else ""
+    raise TrainingDiverged(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}{kept}")
+
+
 def fit(
     model: nn.Module,
     train: TensorSet,
@@ -214,14 +237,27 @@ def fit(
     device: torch.device | str = "cpu",
     state_path: str | Path | None = None,
     desc: str = "train",
+    options: FitOptions | None = None,
 ) -> tuple[nn.Module, History]:
     """Train `model` in place with SGD on `train`; return the selected weights and the history.
 
     With `state_path`, the state after every epoch is saved there (atomically) and an existing
-    state for the same configuration is resumed.
+    state for the same configuration is resumed. Inside a torch.distributed group (torchrun, see
+    spotter/distributed.py) the model is wrapped in DistributedDataParallel: each rank trains on
+    its share of every global batch of `cfg.batch_size`, and only rank 0 logs and saves. BatchNorm
+    under DDP: SyncBatchNorm on GPUs (`options.sync_bn`); on CPUs (gloo) each rank normalises with
+    its own share's statistics, so only models without BatchNorm match one process exactly.
     """
     if len(train) == 0:
         raise ValueError("training set is empty")
+    opts = options or FitOptions()
+    group = distributed.current()
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if group is not None and min(cfg.batch_size, len(train)) < group.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {group.world_size} processes")
+    main = group is None or group.is_main
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -236,48 +272,60 @@ def fit(
     history, start = History(), 0
     best_state = copy.deepcopy(model.state_dict())
     state_path = Path(state_path) if state_path else None
-    if state_path is not None and state_path.exists():
+    if state_path is not None and state_path.exists():  # every rank reads rank 0's file
         resumed = _load_state(state_path, model, opt, fingerprint)
         if resumed is not None:
             start, best_state, history = resumed
             start += 1
             log.info("%s: resuming from epoch %d (%s)", desc, start + 1, state_path)
+    distributed.barrier()  # no rank may see a state file that rank 0 writes after this point
+    net, restore = wrap(model, device, group, opts)
+    train = resident(train, device, opts)
     drop_last = len(train) > cfg.batch_size
     steps_per_epoch = len(train) // cfg.batch_size if drop_last else 1
     total = steps_per_epoch * cfg.epochs
     for epoch in range(start, cfg.epochs):
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         model.train()
-        t0, loss_sum, n_seen = time.time(), torch.zeros(()), 0
-        bar = _progress(steps_per_epoch, f"{desc} {epoch + 1}/{cfg.epochs}")
-        for step, idx in enumerate(batches(len(train), cfg.batch_size, True, g, drop_last)):
+        t0, loss_sum, n_seen = time.time(), torch.zeros((), device=device), 0
+        bar = _progress(steps_per_epoch, f"{desc} {epoch + 1}/{cfg.epochs}") if main else None
+        order = list(batches(len(train), cfg.batch_size, True, g, drop_last))  # same on every rank
+        pending = None  # on GPUs the previous step's loss is checked, so the queue never drains
+        where = (desc, epoch, state_path, group)
+        for step, (xb, y, lo, n) in enumerate(local_batches(train, order, group, device, opts)):
             lr = lr_at(cfg, epoch * steps_per_epoch + step, total, epoch)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x = augment(to_float(train.x[idx].to(device, non_blocking=True)), cfg.pad, cfg.flip, g)
-            y = train.y[idx].to(device, non_blocking=True)
+            for group_ in opt.param_groups:
+                group_["lr"] = lr
+            x = augment(to_float(xb), cfg.pad, cfg.flip, g, total=n, offset=lo)
             with autocast(device, cfg.amp):
-                logits = model(_prepare(model, x, cfg.channels_last))
+                logits = net(_prepare(model, x, cfg.channels_last))
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                kept = f"; last good checkpoint kept at {state_path}" if state_path else ""
-                raise TrainingDiverged(
-                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}{kept}"
-                )
+            if device.type == "cuda":
+                _check_finite(pending, *where)
+                pending = (loss.detach(), step)
+            else:
+                _check_finite((loss, step), *where)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages gradients over ranks; weighting each rank's mean by its share of the
+            # global batch makes that average the gradient of the global batch's mean loss
+            (loss if group is None else loss * (len(y) * group.world_size / n)).backward()
             opt.step()
-            loss_sum += loss.detach().cpu() * len(y)
+            loss_sum += loss.detach() * len(y)
             n_seen += len(y)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
+        _check_finite(pending, *where)
         if bar is not None:
             bar.close()
-        val_acc = evaluate_accuracy(model, val, device) if val is not None and len(val) else float("nan")
+        if group is not None:  # identical BatchNorm statistics on every rank before validating
+            for b in model.buffers():
+                torch.distributed.broadcast(b, 0)
+        loss_total, n_total = distributed.all_sum([float(loss_sum), float(n_seen)], device)
+        val_acc = _val_accuracy(model, val, device, group) if val is not None and len(val) else float("nan")
         record = {
             "epoch": epoch + 1,
-            "loss": float(loss_sum) / max(n_seen, 1),
+            "loss": loss_total / max(n_total, 1),
             "val_acc": val_acc,
             "seconds": time.time() - t0,
         }
@@ -295,8 +343,10 @@ def fit(
             val_acc,
             record["seconds"],
         )
-        if state_path is not None:
+        if state_path is not None and main:
             _save_state(state_path, model, opt, best_state, history, epoch, fingerprint)
+    unwrap(model, restore)
+    model.train(model.training)  # the restored BatchNorm layers follow the model's mode
     model.load_state_dict(best_state)
     model.zero_grad(set_to_none=True)  # a trained model looks the same as one loaded from the cache
     return model, history

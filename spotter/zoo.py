@@ -16,10 +16,12 @@ from typing import Any
 
 import torch
 
+from spotter import distributed
 from spotter.checkpoint import CheckpointError, load_model, save_model
 from spotter.data import Splits, TensorSet
+from spotter.imagefolder import ImageFolderSet, LazyImages
 from spotter.models import Classifier, ModelSpec, build_model
-from spotter.train import TrainConfig, fit
+from spotter.train import FitOptions, TrainConfig, fit
 
 log = logging.getLogger("spotter")
 
@@ -37,7 +39,7 @@ def default_cache_dir() -> Path:
 def fingerprint(*sets: TensorSet) -> str:
     h = hashlib.sha256()
     for s in sets:
-        h.update(s.x.contiguous().numpy().tobytes())
+        h.update(s.x.digest() if isinstance(s.x, LazyImages) else s.x.contiguous().numpy().tobytes())
         h.update(s.y.contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
@@ -64,6 +66,8 @@ def _training_set(kind: str, splits: Splits) -> TensorSet:
         raise ValueError("training a reference model needs the retain split")
     if kind == "retrained":
         return splits.retain
+    if isinstance(splits.forget, ImageFolderSet):  # streamed: concatenate the file lists
+        return ImageFolderSet.cat(splits.forget, splits.retain)
     return TensorSet(
         torch.cat([splits.forget.x, splits.retain.x]), torch.cat([splits.forget.y, splits.retain.y])
     )
@@ -77,8 +81,12 @@ def reference_model(
     cfg: TrainConfig,
     cache_dir: str | Path | None = None,
     device: torch.device | str = "cpu",
+    options: FitOptions | None = None,
 ) -> tuple[Classifier, dict[str, Any]]:
-    """The cached `original` (all train classes) or `retrained` (retain only, still K outputs)."""
+    """The cached `original` (all train classes) or `retrained` (retain only, still K outputs).
+
+    Under torchrun every rank trains its share; rank 0 writes the model, the others wait and load it.
+    """
     digest, key = cache_key(kind, dataset, splits, spec, cfg)
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     path = folder / "models" / f"{dataset}-{kind}-{digest}.safetensors"
@@ -103,7 +111,7 @@ def reference_model(
         cfg.epochs,
         path,
     )
-    model, history = fit(model, train, val, cfg, device, state_path=state, desc=kind)
+    model, history = fit(model, train, val, cfg, device, state_path=state, desc=kind, options=options)
     meta = {
         "kind": kind,
         "key": key,
@@ -111,6 +119,10 @@ def reference_model(
         "best_epoch": history.best_epoch,
         "train_seconds": time.time() - t0,
     }
-    save_model(path, model, spec, meta)
-    state.unlink(missing_ok=True)
+    if distributed.is_main():
+        save_model(path, model, spec, meta)
+        state.unlink(missing_ok=True)
+    distributed.barrier()
+    if not distributed.is_main():  # every rank ends with the file rank 0 wrote
+        model, _, _ = load_model(path, expect=spec, device=device)
     return model.eval(), {**meta, "path": str(path), "cached": False}

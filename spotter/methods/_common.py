@@ -4,6 +4,17 @@ Every method that trains with a loss takes its optimiser steps through `step()`,
 optional `extra_loss(student)` term before the backward pass. That is the single place where
 "+spotter" (spotter/methods/_plus.py) plugs Spotter's neighbourhood and dispersion terms into any
 base method's own training run (method.md §5).
+
+Under torchrun (spotter/distributed.py) the same helpers make a method data-parallel: `shuffled`
+hands each rank its share of every global batch (all ranks draw the same permutation), `load`
+augments that share with the randomness one process would draw for the whole batch, and `step`
+averages gradients over ranks with torch.distributed.all_reduce before the update (a method's
+forward goes through `features`, teachers and extra terms, which DDP's wrapper cannot see, so the
+gradients are averaged here, in the one place every method steps). One process on the same global
+batch gives the same update when every batch splits evenly (batch_size and the last batch divisible
+by the number of processes); otherwise shares of unequal size weigh alike. Data a method does not
+take through `shuffled` (full-batch or class-spread orders, e.g. Spotter's) is processed whole on
+every rank: correct, not faster.
 """
 
 from __future__ import annotations
@@ -11,11 +22,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import weakref
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
+from spotter import distributed
 from spotter.data import TensorSet, augment, to_float
 
 log = logging.getLogger("spotter")
@@ -100,13 +113,56 @@ def load(
     x = to_float(data.x[idx].to(device))
     if aug:
         assert generator is not None
-        x = augment(x, AUG_PAD, AUG_FLIP, generator)
+        offset, total = _share_of(idx)
+        x = augment(x, AUG_PAD, AUG_FLIP, generator, total=total, offset=offset)
     return x, data.y[idx].to(device)
 
 
+# id(rank's share) -> (weak reference to it, offset in its global batch, global batch size)
+_SHARES: dict[int, tuple[weakref.ref, int, int]] = {}
+
+
+def _share_of(idx: torch.Tensor) -> tuple[int, int]:
+    entry = _SHARES.get(id(idx))
+    if entry is not None and entry[0]() is idx:
+        return entry[1], entry[2]
+    return 0, len(idx)
+
+
 def shuffled(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """One shuffled pass over range(n) in batches."""
-    return list(torch.randperm(n, generator=generator).split(batch_size))
+    """One shuffled pass over range(n) in batches (under torchrun: this rank's share of each)."""
+    batches = list(torch.randperm(n, generator=generator).split(batch_size))
+    group = distributed.current()
+    if group is None:
+        return batches
+    shares = []
+    for b in batches:
+        if len(b) < group.world_size:  # a tail too small to give every rank a sample
+            continue
+        lo, hi = group.share(len(b))
+        local = b[lo:hi]
+        _SHARES[id(local)] = (weakref.ref(local), lo, len(b))
+        shares.append(local)
+    for key in [k for k, v in _SHARES.items() if v[0]() is None]:
+        del _SHARES[key]
+    return shares
+
+
+def average_gradients(opt: torch.optim.Optimizer) -> None:
+    """Mean of every gradient over ranks (no-op for one process), in one flat all_reduce."""
+    group = distributed.current()
+    if group is None:
+        return
+    grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= group.world_size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def cycle(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -155,6 +211,7 @@ def step(
         raise FloatingPointError(f"{what} became {loss.item()}")
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    average_gradients(opt)
     if before_step is not None:
         before_step()
     opt.step()
@@ -169,6 +226,9 @@ def log_epoch(history: list[dict], method: str, epoch: int, epochs: int, **value
 
 
 def finish(student: nn.Module, history: list[dict]) -> nn.Module:
+    if distributed.current() is not None:  # BatchNorm statistics saw only each rank's share
+        for b in student.buffers():
+            torch.distributed.broadcast(b, 0)
     student.eval()
     student.unlearn_history = history
     return student

@@ -1,0 +1,123 @@
+"""`spotter report`: tables, plots and the HTML page rendered from the rows (and features) alone."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from _bench_fixtures import Run, smoke_run
+
+from spotter import cli
+from spotter.report import Setting, latex_table, markdown_table, summary_lines
+from spotter.report_plots import PLOTS
+
+torch.set_num_threads(1)
+
+CHROMIUM = Path("/usr/bin/chromium")
+SLUG = "synthetic_tiny16_forget0"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    """A smoke run copied (results.jsonl + features/ only) to a fresh folder and rendered there."""
+    run: Run = smoke_run(tmp_path_factory)
+    fresh = tmp_path_factory.mktemp("copy") / "run"
+    fresh.mkdir()
+    shutil.copy(run.results, fresh / "results.jsonl")
+    shutil.copytree(run.out / "features", fresh / "features")
+    shutil.rmtree(run.out)  # nothing of the original run folder (nor the model cache) is needed
+    shutil.rmtree(run.cache)
+    assert cli.main(["report", str(fresh)]) == 0
+    return fresh / "report"
+
+
+def test_every_table_and_plot_is_rendered(rendered: Path) -> None:
+    for ext in ("md", "csv", "tex"):
+        assert (rendered / f"{SLUG}.{ext}").stat().st_size > 0
+    for name, _ in PLOTS:
+        png = rendered / f"{SLUG}-{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    md = (rendered / "report.md").read_text()
+    assert all(f"({SLUG}-{name}.png)" in md for name, _ in PLOTS)
+    html = (rendered / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(PLOTS)
+    assert "<img" in html and 'src="http' not in html and "<link" not in html  # self-contained
+
+
+def test_tables_have_methods_as_rows_and_mean_std_cells(rendered: Path) -> None:
+    table = (rendered / f"{SLUG}.md").read_text().splitlines()
+    assert table[0].startswith("| method | n | forget | retain | test forget | test retain | OU@ε")
+    assert [line.split(" | ")[0].strip("| ") for line in table[2:]] == [
+        "original",
+        "retrained",
+        "finetune",
+        "spotter",
+    ]
+    assert all(re.search(r"\d+\.\d+ ± \d+\.\d+", line) for line in table[2:])
+    assert "**" in "\n".join(table)  # the best value per column is marked
+    rows = list(csv.DictReader((rendered / f"{SLUG}.csv").open()))
+    assert [r["method"] for r in rows] == ["original", "retrained", "finetune", "spotter"]
+    assert {"ou_pgd_mean", "ou_pgd_std", "pra_forget_acc_mean", "mia_efficacy_mean", "time_s_mean"} <= set(
+        rows[0]
+    )
+    tex = (rendered / f"{SLUG}.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"\pm" in tex and r"\mathbf{" in tex
+
+
+def _row(label: str, rep: int, **values: float) -> dict:
+    base = {"dataset": "d", "model": {"name": "m", "width": 1}, "forget_classes": [0], "order": 0}
+    return {**base, "label": label, "replicate": rep, **values}
+
+
+def test_best_marks_follow_each_metric_direction() -> None:
+    rows = [
+        _row("original", 0, test_forget_acc=90.0, test_retain_acc=95.0, mia_efficacy=1.0),
+        _row("retrained", 0, test_forget_acc=0.0, test_retain_acc=94.0, mia_efficacy=30.0),
+        _row("a", 0, test_forget_acc=5.0, test_retain_acc=93.0, mia_efficacy=90.0),
+        _row("b", 0, test_forget_acc=1.0, test_retain_acc=90.0, mia_efficacy=35.0),
+    ]
+    st = Setting(rows)
+    assert st.best("test_forget_acc", 2) == {"b"}  # lower is better; references never marked
+    assert st.best("test_retain_acc", 2) == {"a"}  # higher is better
+    assert st.best("mia_efficacy", 2) == {"b"}  # no direction: closest to the retrained model
+    assert "**1.00 ± 0.00**" in markdown_table(st) and r"\mathbf{1.00 \pm 0.00}" in latex_table(st)
+
+
+def test_summary_line_is_quotable() -> None:
+    rows = []
+    for rep, (retain, ou) in enumerate([(92.0, 0.004), (91.6, 0.006)]):
+        rows += [
+            _row("original", rep, test_forget_acc=90.0, test_retain_acc=92.2, ou_pgd=0.5, pra_forget_acc=99.0, time_s=60.0),
+            _row("retrained", rep, test_forget_acc=0.0, test_retain_acc=93.0, ou_pgd=0.02, pra_forget_acc=50.0, time_s=50.0),
+            _row("spotter", rep, test_forget_acc=0.0, test_retain_acc=retain, ou_pgd=ou, pra_forget_acc=0.6 * rep, time_s=3.0),
+        ]  # fmt: skip
+    line = summary_lines(Setting(rows))[-1]
+    assert line.startswith(
+        "spotter: forget 0.0 ± 0.0, retain −0.4 ± 0.3 (vs original), OU@ε 0.0050 ± 0.0014 (0.25× retrained), PRA 0.3 ± 0.4"
+    )
+    assert line.endswith("time 3.0 ± 0.0 s (n = 2 seeds)")
+
+
+def test_report_of_an_empty_folder_is_a_clear_error(tmp_path, capsys) -> None:
+    assert cli.main(["report", str(tmp_path)]) == 2
+    assert "spotter bench" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+def test_html_page_opens_in_headless_chromium_with_every_image(rendered: Path, tmp_path) -> None:
+    cmd = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+        (rendered / "report.html").as_uri(),
+    ]  # fmt: skip
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=90).stdout
+    assert f"all {len(PLOTS)} images decoded" in dom, dom[-500:]
+    assert "<table>" in dom and "spotter: forget" in dom

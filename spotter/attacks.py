@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from spotter.metrics import accuracy
+from spotter.models.heads import cosine_logits, is_cosine
 
 VARIANTS = ("cosine", "l2", "scaled")
 DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -67,20 +69,43 @@ def _typical_row(head: nn.Linear, classes: Sequence[int]) -> tuple[torch.Tensor,
 
 def attacked_head(
     weight: torch.Tensor,
-    bias: torch.Tensor,
+    bias: torch.Tensor | None,
     rows: torch.Tensor,
     row_biases: torch.Tensor,
     classes: Sequence[int],
     alpha: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """New (weight, bias): row c ← α·w + (1-α)·row c for each forget class, others unchanged."""
+    cosine: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """New (weight, bias): row c ← α·w + (1-α)·row c for each forget class, others unchanged.
+
+    A head without bias keeps none (bias None). `cosine`: a cosine head (models/heads.py) reads
+    only row directions and has no bias, so §4 reduces to W[c] ← normalise(α p̂ + (1-α) Ŵ[c]),
+    with Ŵ[c] the row's direction (the head's effective row); every variant gives p̂ there.
+    """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    w, b = weight.detach().clone(), bias.detach().clone()
+    w = weight.detach().clone()
     idx = torch.tensor(list(classes), device=w.device)
+    if cosine:
+        p_hat, w_hat = F.normalize(rows.to(w), dim=1), F.normalize(w[idx], dim=1)
+        w[idx] = F.normalize(alpha * p_hat + (1 - alpha) * w_hat, dim=1)
+        return w, None
     w[idx] = alpha * rows.to(w) + (1 - alpha) * w[idx]
+    if bias is None:
+        return w, None
+    b = bias.detach().clone()
     b[idx] = alpha * row_biases.to(b) + (1 - alpha) * b[idx]
     return w, b
+
+
+def head_logits(
+    head: nn.Linear, feats: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None
+) -> torch.Tensor:
+    """Logits of `head` with its weight and bias replaced by (w, b) (cosine heads: s·cos θ)."""
+    if is_cosine(head):
+        return cosine_logits(feats.to(w), w, head.scale)
+    out = feats.to(w) @ w.T
+    return out if b is None else out + b
 
 
 def prototype_relearning(
@@ -94,10 +119,12 @@ def prototype_relearning(
     """An attacked COPY of `model` (a Classifier with `.head`); `model` itself is untouched."""
     rows, row_biases = prototype_rows(shot_feats, shot_y, classes, variant, model.head)
     attacked = copy.deepcopy(model)
-    w, b = attacked_head(model.head.weight, model.head.bias, rows, row_biases, classes, alpha)
+    cosine = is_cosine(model.head)
+    w, b = attacked_head(model.head.weight, model.head.bias, rows, row_biases, classes, alpha, cosine)
     with torch.no_grad():
         attacked.head.weight.copy_(w)
-        attacked.head.bias.copy_(b)
+        if b is not None:
+            attacked.head.bias.copy_(b)
     return attacked
 
 
@@ -136,10 +163,10 @@ def pra_sweep(
     res = PRAResult(list(map(float, alphas)), [], [], [], [])
     tf, tr = feats["test_forget"], feats["test_retain"]
     for alpha in alphas:
-        w, b = attacked_head(head.weight, head.bias, rows, row_biases, classes, alpha)
+        w, b = attacked_head(head.weight, head.bias, rows, row_biases, classes, alpha, is_cosine(head))
 
         def logits(f: torch.Tensor) -> torch.Tensor:
-            return f.to(w) @ w.T + b  # noqa: B023 - evaluated inside the loop
+            return head_logits(head, f, w, b)  # noqa: B023 - evaluated inside the loop
 
         lf, lr = logits(tf[0]), logits(tr[0])
         res.test_forget_acc.append(accuracy(lf, tf[1].to(w.device)))

@@ -89,6 +89,10 @@ def measure(ctx: Context, model: torch.nn.Module) -> dict[str, Any]:
         row.update(mia_check(sh, model, logits))
     except ImportError as err:  # scikit-learn missing
         log.warning("MIA skipped: %s", err)
+    if ctx.info.name == "faces":  # identity-level verification measures (spotter/faces.py)
+        from spotter.faces import face_measures
+
+        row.update(face_measures(model, s, device=dev))
     return row
 
 

@@ -94,6 +94,8 @@ INFO = {
         "tinyimagenet", 200, 3, 64, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), ()
     ),
     "imagefolder": DatasetInfo("imagefolder", 0, 3, 0, (0.5,) * 3, (0.25,) * 3, ()),
+    # Face identities, one folder each (CASIA-WebFace layout; spotter/facedata.py)
+    "faces": DatasetInfo("faces", 0, 3, 112, (0.5,) * 3, (0.5,) * 3, ()),
 }
 DATASETS = tuple(INFO)
 
@@ -110,6 +112,9 @@ HOW_TO_GET = {
     "extract it and pass --data-dir to the folder holding tiny-imagenet-200/ (needs pillow)",
     "imagefolder": "pass --data-dir to a folder holding train/<class>/<images> and val/ or test/ laid out "
     "the same way (or images/ + val_annotations.txt, as TinyImageNet); needs pillow",
+    "faces": "pass --data-dir to a folder of identity folders, ROOT/<identity>/<images> (CASIA-WebFace "
+    "aligned 112x112 crops unpacked to image files, or ROOT/CASIA-WebFace/...); a per-identity test "
+    "split is carved with a seed; needs pillow",
 }
 # Which file proves a folder holds the dataset, relative to the dataset's own folder.
 MARKERS = {
@@ -118,6 +123,7 @@ MARKERS = {
     "cifar100": ("cifar-100-python/train", "train"),
     "tinyimagenet": ("tiny-imagenet-200/wnids.txt", "wnids.txt"),
     "imagefolder": ("train",),
+    "faces": ("CASIA-WebFace", "casia-webface"),
 }
 
 
@@ -129,6 +135,10 @@ def check_dataset_name(name: str) -> None:
 def resolve_root(name: str, data_dir: str | Path | None = None) -> Path:
     """Where `name` lives: --data-dir > $SPOTTER_DATA > /usr/share/datasets > a clear error."""
     check_dataset_name(name)
+    if name == "faces":  # any folder of folders could hold identities (spotter/facedata.py)
+        from spotter import facedata
+
+        return facedata.resolve(data_dir)
     candidates: list[Path] = []
     for base in (data_dir, os.environ.get("SPOTTER_DATA"), DEBIAN_DATASETS):
         if base:
@@ -210,6 +220,10 @@ def load(name: str, data_dir: str | Path | None = None) -> tuple[TensorSet, Tens
     check_dataset_name(name)
     if name == "synthetic":
         train, test = synthetic()
+    elif name == "faces":  # identity folders, per-identity held-out test split (spotter/facedata.py)
+        from spotter import facedata
+
+        return facedata.load_faces(resolve_root(name, data_dir))
     elif name in ("imagefolder", "tinyimagenet"):  # decoded into memory, or streamed when too large
         from spotter import imagefolder
 

@@ -41,6 +41,7 @@ DIRECTION = {
     "ou_gaussian": -1,
     "pra_forget_acc": -1,
     "pra_train_forget_acc": -1,
+    "pra_scaled_forget_acc": -1,
     "pra_retain_acc": 1,
     "pra_alpha1_forget_acc": -1,
     "dispersion": -1,
@@ -158,6 +159,19 @@ class Evaluator:
             cfg.alphas,
             cfg.pra_variant,
         )
+        # Our stronger variant (the prototype scaled to a typical head row, attacks.py): a unit-norm
+        # cosine row can lose to well-trained rows merely by being short, which flatters a model.
+        scaled = pra_sweep(
+            model.head,
+            feats["shots"],
+            s.shots.y,
+            s.forget_classes,
+            {k: (feats[k], getattr(s, k).y) for k in ("forget", "test_forget", "test_retain")},
+            cfg.alphas,
+            "scaled",
+        )
+        row["pra_scaled_forget_acc"] = scaled.at_best("test_forget_acc")
+        row["pra_scaled_alpha"] = scaled.best_alpha
         model.head.to(dev)
         row.update(
             pra_forget_acc=pra.at_best("test_forget_acc"),

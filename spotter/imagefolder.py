@@ -222,6 +222,20 @@ def load_imagefolder(
         raise FileNotFoundError(f"{root}/train/ missing; expected ROOT/train/<class>/ and ROOT/val|test/")
     paths, labels, classes = scan(root / "train")
     test_paths, test_labels, _ = scan(eval_folder(root), classes)
+    return from_files(name, (paths, labels), (test_paths, test_labels), classes, stream, workers, info)
+
+
+def from_files(
+    name: str,
+    train_files: tuple[list[str], list[int]],
+    test_files: tuple[list[str], list[int]],
+    classes: Sequence[str],
+    stream: bool | None = None,
+    workers: int | None = None,
+    info: DatasetInfo | None = None,
+) -> tuple[TensorSet, TensorSet, DatasetInfo]:
+    """(train, test, info) from (paths, labels) lists: decoded, or streamed over the memory budget."""
+    (paths, labels), (test_paths, test_labels) = train_files, test_files
     image = _pil()
     with image.open(paths[0]) as im:
         mode = "L" if im.mode in ("L", "1", "I;16", "I") else "RGB"

@@ -17,6 +17,7 @@ DEFAULT_COLUMNS = (
     ("ou_gaussian", "OU@ε gauss"),
     ("pra_forget_acc", "PRA forget"),
     ("pra_alpha", "PRA α"),
+    ("pra_scaled_forget_acc", "PRA scaled"),
     ("dispersion", "dispersion"),
     ("time_s", "time s"),
 )

@@ -25,6 +25,7 @@ from torch import nn
 from spotter import distributed
 from spotter.checkpoint import CheckpointError, load_tensors, save_tensors
 from spotter.data import TensorSet, augment, batches, to_float
+from spotter.models.heads import training_logits
 from spotter.speed import FitOptions, local_batches, resident, unwrap, wrap
 
 log = logging.getLogger("spotter")
@@ -299,7 +300,9 @@ def fit(
             x = augment(to_float(xb), cfg.pad, cfg.flip, g, total=n, offset=lo)
             with autocast(device, cfg.amp):
                 logits = net(_prepare(model, x, cfg.channels_last))
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            # a margin head (ArcFace / CosFace) trains on margin-adjusted logits (models/heads.py)
+            logits = training_logits(model, logits.float(), y)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             if device.type == "cuda":
                 _check_finite(pending, *where)
                 pending = (loss.detach(), step)

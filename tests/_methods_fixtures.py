@@ -12,6 +12,9 @@ from torch import nn
 from spotter import methods
 from spotter.data import Splits, TensorSet, load, make_splits
 from spotter.models import Classifier, ModelSpec, build_model
+from spotter.models.faceresnet import FaceResNetFeatures
+from spotter.models.heads import CosineHead
+from spotter.models.vit import ViTFeatures
 from spotter.train import TrainConfig, fit
 
 # Per-method overrides that make one run take a fraction of a second on the synthetic set.
@@ -62,6 +65,32 @@ def _trained(width: int) -> Classifier:
     cfg = TrainConfig(epochs=4, batch_size=16, lr=0.05, pad=1, select="last", channels_last=False)
     model, _ = fit(model, every, None, cfg)
     return model.eval()
+
+
+@functools.cache
+def _trained_arch(arch: str) -> Classifier:
+    """A trained tiny ViT (LayerNorm, no BatchNorm) or a tiny face ResNet with a CosFace head."""
+    splits = data()
+    torch.manual_seed(0)
+    _, _, info = load("synthetic")
+    if arch == "vit":
+        features = ViTFeatures(dim=16, depth=1, in_channels=info.channels, image_size=16)
+        model = Classifier(features, nn.Linear(16, info.num_classes), info.mean, info.std)
+    else:
+        features = FaceResNetFeatures(width=2, in_channels=info.channels, blocks=(1, 1, 1, 1), grid=1)
+        head = CosineHead(features.out_dim, info.num_classes, scale=16.0, margin=0.2, kind="cosface")
+        model = Classifier(features, head, info.mean, info.std)
+    every = TensorSet(
+        torch.cat([splits.forget.x, splits.retain.x]), torch.cat([splits.forget.y, splits.retain.y])
+    )
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=0.05, pad=1, select="last", channels_last=False)
+    model, _ = fit(model, every, None, cfg)
+    return model.eval()
+
+
+def original_arch(arch: str = "tiny") -> Classifier:
+    """`original()` for "tiny", else a trained tiny "vit" or "face" model (callers must not modify it)."""
+    return original() if arch == "tiny" else _trained_arch(arch)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import typing
 
 import pytest
 import torch
-from _methods_fixtures import TINY, data, one_thread, original, same, state, tiny_config
+from _methods_fixtures import TINY, data, one_thread, original, original_arch, same, state, tiny_config
 
 from spotter import methods
 from spotter.methods import _plus
@@ -77,9 +77,10 @@ def test_config_is_inert(name, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("arch", ["tiny", "vit", "face"])  # CNN+BN, ViT (LayerNorm), cosine head
 @pytest.mark.parametrize("name", ALL)
-def test_contract(name):
-    model, splits = original(), data()
+def test_contract(name, arch):
+    model, splits = original_arch(arch), data()
     before, mode = state(model), model.training
     cfg = tiny_config(name)
     out = methods.run(name, model, splits, cfg)

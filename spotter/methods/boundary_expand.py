@@ -20,6 +20,7 @@ from torch import nn
 
 from spotter.data import Splits
 from spotter.methods import _common
+from spotter.models.heads import head_like
 
 NEEDS = ("forget",)
 TUNE = {"lr": [1e-5, 1e-4, 1e-3, 1e-2], "epochs": [5, 10]}
@@ -41,8 +42,7 @@ class Config:
 
 def expand_head(head: nn.Linear) -> nn.Linear:
     """K+1 outputs: the old rows copied, a fresh shadow row (torch's nn.Linear init)."""
-    wide = nn.Linear(head.in_features, head.out_features + 1, bias=head.bias is not None)
-    wide = wide.to(head.weight.device, head.weight.dtype)
+    wide = head_like(head, head.out_features + 1)  # a cosine head stays a cosine head
     with torch.no_grad():
         wide.weight[: head.out_features] = head.weight
         if head.bias is not None:
@@ -53,9 +53,7 @@ def expand_head(head: nn.Linear) -> nn.Linear:
 def prune_head(wide: nn.Linear) -> nn.Linear:
     """Drop the shadow row: back to K outputs."""
     k = wide.out_features - 1
-    head = nn.Linear(wide.in_features, k, bias=wide.bias is not None).to(
-        wide.weight.device, wide.weight.dtype
-    )
+    head = head_like(wide, k)
     with torch.no_grad():
         head.weight.copy_(wide.weight[:k])
         if wide.bias is not None:

@@ -52,6 +52,7 @@ class Config:
     copies: int = 1  # neighbours per forget sample
     neighbour_seed: int = 0  # the training draw; evaluation uses another seed
     freeze_bn: bool = True  # method.md §5
+    train_head: bool = True  # False freezes the linear head: only the backbone moves (authors: True)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -126,8 +127,15 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     t_nb = predict(teacher, x_nb, device=device)
 
     student = copy.deepcopy(model).to(device)
+    if not cfg.train_head:
+        # The head's rows and biases are shared by every input: moving them to lower one class's
+        # logit can shift the boundaries between retain classes as well.
+        student.head.requires_grad_(False)
     opt = torch.optim.SGD(
-        student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        [p for p in student.parameters() if p.requires_grad],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
     )
     g = torch.Generator().manual_seed(cfg.seed)
     history = []
@@ -168,6 +176,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
         log.info(
             "spotter epoch %d/%d: loss %.4f (kd %.4f, kd_nb %.4f, disp %.4f)", epoch + 1, cfg.epochs, *mean
         )
+    student.requires_grad_(True)  # the returned model is an ordinary trainable model again
     student.eval()
     student.unlearn_history = history
     return student

@@ -12,8 +12,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from spotter.models.faceresnet import FaceResNetFeatures
+from spotter.models.heads import CosineHead
 from spotter.models.resnet import ResNetFeatures
 from spotter.models.tiny import TinyFeatures
+from spotter.models.vit import ViTFeatures
 
 
 class Classifier(nn.Module):
@@ -84,10 +87,33 @@ def _tiny(spec: ModelSpec) -> tuple[nn.Module, int]:
     return f, f.out_dim
 
 
+def _vit(image_size: int) -> Callable[[ModelSpec], tuple[nn.Module, int]]:
+    def build(spec: ModelSpec) -> tuple[nn.Module, int]:  # width = embedding dim, 6 blocks
+        f = ViTFeatures(dim=spec.width, depth=6, in_channels=spec.in_channels, image_size=image_size)
+        return f, f.out_dim
+
+    return build
+
+
+def _face(spec: ModelSpec) -> tuple[nn.Module, int]:
+    f = FaceResNetFeatures(width=spec.width, in_channels=spec.in_channels)
+    return f, f.out_dim
+
+
 # name -> (builder, default width). A new model is one entry here and is tested for free.
 MODELS: dict[str, tuple[Callable[[ModelSpec], tuple[nn.Module, int]], int]] = {
     "resnet18": (_resnet18, 64),
     "tiny": (_tiny, 16),
+    "vit": (_vit(32), 128),  # patch 4: 28-32 px inputs (spotter/models/vit.py)
+    "vit64": (_vit(64), 128),  # patch 8: 64 px inputs
+    "face_arcface": (_face, 64),  # 112x112 faces, 8·width-d embedding, ArcFace s=64, m=0.5
+    "face_cosface": (_face, 64),  # the same network, CosFace s=64, m=0.35
+}
+# Heads other than a plain nn.Linear(dim, K): name -> (dim, K) -> head. The margins act in training
+# only (spotter/models/heads.py); inference logits are s·cos θ.
+HEADS: dict[str, Callable[[int, int], nn.Linear]] = {
+    "face_arcface": lambda d, k: CosineHead(d, k, scale=64.0, margin=0.5, kind="arcface"),
+    "face_cosface": lambda d, k: CosineHead(d, k, scale=64.0, margin=0.35, kind="cosface"),
 }
 
 
@@ -111,7 +137,8 @@ def build_model(spec: ModelSpec) -> Classifier:
     if len(spec.mean) not in (1, spec.in_channels) or len(spec.std) != len(spec.mean):
         raise ValueError(f"mean/std need 1 or {spec.in_channels} values each, got {spec.mean} / {spec.std}")
     features, dim = MODELS[spec.name][0](spec)
-    return Classifier(features, nn.Linear(dim, spec.num_classes), spec.mean, spec.std)
+    head = HEADS.get(spec.name, nn.Linear)(dim, spec.num_classes)
+    return Classifier(features, head, spec.mean, spec.std)
 
 
 class _Trunk(nn.Module):
@@ -174,4 +201,13 @@ def adapt(
     return wrapped
 
 
-__all__ = ["Classifier", "ModelSpec", "MODELS", "adapt", "build_model", "default_width"]
+__all__ = [
+    "Classifier",
+    "CosineHead",
+    "HEADS",
+    "ModelSpec",
+    "MODELS",
+    "adapt",
+    "build_model",
+    "default_width",
+]

@@ -120,7 +120,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     model, spec, _ = load_model(
         args.checkpoint, expect=model_spec(info, *_arch(args.checkpoint)), device=device
     )
-    cfg = methods.make_config(args.method, dict(_pairs(args.overrides)), args.preset)
+    preset = args.preset or methods.default_preset(args.method, args.dataset)
+    cfg = methods.make_config(args.method, dict(_pairs(args.overrides)), preset)
     if hasattr(cfg, "seed"):
         cfg = dataclasses.replace(cfg, seed=args.seed)
     t0 = time.time()

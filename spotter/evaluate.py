@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from spotter.attacks import DEFAULT_ALPHAS, VARIANTS, pra_sweep
+from spotter.checkpoint import CheckpointError, load_tensors, save_tensors
 from spotter.data import Splits, TensorSet
 from spotter.metrics import (
     DIVERGENCES,
@@ -64,7 +66,7 @@ class EvalConfig:
     alphas: tuple[float, ...] = DEFAULT_ALPHAS  # PRA sweep (method.md §4)
     pra_variant: str = "cosine"  # "cosine" (authors' default) or "l2"
     retain_limit: int = 0  # evaluate retain_acc on a seeded subset of this size; 0 = all
-    batch_size: int = 1024
+    batch_size: int = 256  # measured: 2919 img/s at 256 vs 1900 at 1024 (CPU caches)
 
     def __post_init__(self) -> None:
         if not 0 < self.eps <= 1:
@@ -81,10 +83,28 @@ class EvalConfig:
             raise ValueError(f"PRA alphas must lie in [0, 1], got {list(self.alphas)}")
 
 
+def _load_neighbours(path: str | Path | None) -> dict[str, torch.Tensor] | None:
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        return load_tensors(path)[0]
+    except CheckpointError as err:
+        log.warning("ignoring cached neighbourhoods %s (%s)", path, err)
+        return None
+
+
 class Evaluator:
     """Holds what is shared by all models compared: neighbourhoods and the original's logits."""
 
-    def __init__(self, original: nn.Module, splits: Splits, cfg: EvalConfig | None = None) -> None:
+    def __init__(
+        self,
+        original: nn.Module,
+        splits: Splits,
+        cfg: EvalConfig | None = None,
+        cache_path: str | Path | None = None,
+    ) -> None:
+        """`cache_path`: a file keyed (by the caller) on the original, the splits and `cfg`; the
+        neighbourhoods and the original's logits on them are loaded from it or saved to it."""
         self.cfg = cfg or EvalConfig()
         self.splits = splits
         self.device = next(original.parameters()).device
@@ -92,7 +112,11 @@ class Evaluator:
         t0 = time.time()
         self.neighbours: dict[str, torch.Tensor] = {}
         self.reference: dict[str, torch.Tensor] = {}
+        cached = _load_neighbours(cache_path)
         for kind in ("pgd", "pgd_away", "gaussian"):
+            if cached is not None:
+                self.neighbours[kind], self.reference[kind] = cached[f"x.{kind}"], cached[f"ref.{kind}"]
+                continue
             x_nb, _ = neighbourhood(
                 original,
                 src.x,
@@ -108,6 +132,10 @@ class Evaluator:
             )
             self.neighbours[kind] = x_nb
             self.reference[kind] = predict(original, x_nb, self.cfg.batch_size, self.device)
+        if cache_path is not None and cached is None:
+            tensors = {f"x.{k}": v for k, v in self.neighbours.items()}
+            tensors.update({f"ref.{k}": v for k, v in self.reference.items()})
+            save_tensors(cache_path, tensors, {"eval": asdict(self.cfg)})
         retain = splits.retain
         if retain is not None and self.cfg.retain_limit and len(retain) > self.cfg.retain_limit:
             g = torch.Generator().manual_seed(self.cfg.seed)
@@ -122,7 +150,8 @@ class Evaluator:
     def __call__(self, model: nn.Module) -> dict[str, Any]:
         """All measures for `model` (accuracies in percent)."""
         cfg, s, dev = self.cfg, self.splits, self.device
-        model = model.to(dev).eval()
+        # channels-last: ~2x faster inference here (2920 vs 1511 img/s); values agree to ~1e-6
+        model = model.to(dev).to(memory_format=torch.channels_last).eval()
         feats, logits = {}, {}
         for name in ("forget", "test_forget", "test_retain", "shots"):
             part: TensorSet = getattr(s, name)

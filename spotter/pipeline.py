@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -12,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from spotter import methods
-from spotter.checkpoint import atomic_write
+from spotter.checkpoint import atomic_write, save_model
 from spotter.data import DatasetInfo, Splits, load, make_splits
 from spotter.device import resolve_device
 from spotter.evaluate import EvalConfig, Evaluator
 from spotter.models import ModelSpec, check_model_name, default_width
 from spotter.table import markdown
 from spotter.train import TrainConfig
-from spotter.zoo import reference_model
+from spotter.zoo import default_cache_dir, reference_model
 
 log = logging.getLogger("spotter")
 
@@ -62,6 +63,33 @@ def git_revision() -> str:
         return "unknown"
 
 
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def metric_code_digest() -> str:
+    """Changes whenever the code that computes a measure changes (stale cached rows are ignored)."""
+    from spotter import attacks, evaluate, losses, metrics, perturb
+
+    return digest([file_digest(m.__file__) for m in (attacks, evaluate, losses, metrics, perturb)])
+
+
+def cached_json(path: Path, compute: Any) -> Any:
+    """compute() once; later calls read the JSON file at `path`."""
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            log.warning("ignoring unreadable cache file %s", path)
+    value = compute()
+    write_json(path, value)
+    return value
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     text = json.dumps(obj, indent=1, sort_keys=False, default=str)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
@@ -99,7 +127,15 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
     """Original + retrained (cached) + one method, evaluated side by side; writes results.json/.md."""
     out = check_writable(cfg.out)
     device = resolve_device(cfg.device)
-    method_cfg = methods.make_config(cfg.method, cfg.overrides, cfg.preset)
+    preset = cfg.preset or methods.default_preset(cfg.method, cfg.data.dataset)
+    if preset is not None and cfg.preset is None:
+        log.info(
+            "%s: using the %r preset shipped for %s (--preset authors for the paper's values)",
+            cfg.method,
+            preset,
+            cfg.data.dataset,
+        )
+    method_cfg = methods.make_config(cfg.method, cfg.overrides, preset)
     if hasattr(method_cfg, "seed"):
         method_cfg = type(method_cfg)(**{**asdict(method_cfg), "seed": cfg.seed})
     splits, info = prepare(cfg.data)
@@ -109,7 +145,12 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
     retrained, meta_r = reference_model(
         "retrained", info.name, splits, spec, cfg.train, cfg.cache_dir, device
     )
-    evaluator = Evaluator(original, splits, cfg.eval)
+    # Neighbourhoods and the reference models' rows are deterministic functions of the model
+    # files, the split, the evaluation settings and the metric code: cache them, so a re-run (or a
+    # new method setting) only pays for the unlearned model.
+    evals = Path(cfg.cache_dir or default_cache_dir()) / "evals"
+    base_key = [file_digest(meta_o["path"]), asdict(cfg.eval), asdict(cfg.data), metric_code_digest()]
+    evaluator = Evaluator(original, splits, cfg.eval, evals / f"neighbours-{digest(base_key)}.safetensors")
     t0 = time.time()
     unlearned = methods.run(cfg.method, original, splits, method_cfg)
     unlearn_s = time.time() - t0
@@ -133,9 +174,26 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
         ),
     ):
         t_eval = time.time()
-        row = {"model": name, **evaluator(model), "time_s": seconds, **extra, **common}
+        if name in ("original", "retrained"):
+            key = digest([*base_key, file_digest(extra["checkpoint"])])
+            measures = cached_json(evals / f"row-{name}-{key}.json", lambda m=model: evaluator(m))
+        else:
+            measures = evaluator(model)
+        row = {"model": name, **measures, "time_s": seconds, **extra, **common}
         log.info("evaluated %s in %.0fs", name, time.time() - t_eval)
         rows.append(row)
+    # the unlearned model too, so `spotter eval` / `spotter audit` can probe it later
+    save_model(
+        out / f"{cfg.method}.safetensors",
+        unlearned,
+        spec,
+        {
+            "method": cfg.method,
+            "method_config": asdict(method_cfg),
+            "forget_classes": list(splits.forget_classes),
+            "unlearn_seconds": unlearn_s,
+        },
+    )
     write_json(out / "results.json", rows)
     (out / "results.md").write_text(markdown(rows) + "\n")
     log.info("demo finished in %.0fs; results in %s", time.time() - t_start, out)

@@ -136,7 +136,7 @@ def _prepare(model: nn.Module, x: torch.Tensor, channels_last: bool) -> torch.Te
 def predict(
     model: nn.Module,
     x: torch.Tensor,
-    batch_size: int = 512,
+    batch_size: int = 256,
     device: torch.device | str | None = None,
     features: bool = False,
 ) -> torch.Tensor:

@@ -94,7 +94,9 @@ def reference_model(
         try:
             model, _, meta = load_model(path, expect=spec, device=device)
             log.info("%s model loaded from cache %s", kind, path)
-            return model, {**meta, "path": str(path), "cached": True}
+            if cfg.channels_last:  # as fit() leaves a fresh model: same layout, same kernels
+                model.to(memory_format=torch.channels_last)
+            return model.eval(), {**meta, "path": str(path), "cached": True}
         except CheckpointError as err:
             log.warning("cached %s unusable (%s); retraining", path, err)
     train = _training_set(kind, splits)
@@ -125,4 +127,6 @@ def reference_model(
     distributed.barrier()
     if not distributed.is_main():  # every rank ends with the file rank 0 wrote
         model, _, _ = load_model(path, expect=spec, device=device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
     return model.eval(), {**meta, "path": str(path), "cached": False}

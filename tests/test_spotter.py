@@ -172,3 +172,24 @@ def test_retain_free_protocol(reference, monkeypatch):
     assert methods.visible_splits("reader", splits, "full").retain is splits.retain
     with pytest.raises(ValueError, match="retain-free"):
         methods.visible_splits("reader", splits, "retain-free")
+
+
+def test_frozen_head_stays_put_and_is_trainable_afterwards(reference):
+    cfg = methods.make_config("spotter", {**FAST, "epochs": 2, "train_head": False})
+    model = methods.run("spotter", reference.original, reference.splits, cfg)
+    assert torch.equal(model.head.weight, reference.original.head.weight)
+    assert torch.equal(model.head.bias, reference.original.head.bias)
+    assert not torch.equal(
+        next(model.backbone.parameters()), next(reference.original.backbone.parameters())
+    )
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_dataset_presets_are_picked_by_name():
+    assert methods.default_preset("spotter", "fashion-mnist") == "fashion-mnist"
+    assert methods.default_preset("spotter", "synthetic") is None
+    assert methods.default_preset("spotter", None) is None
+    shipped = methods.make_config("spotter", preset="fashion-mnist")
+    assert (shipped.lr, shipped.train_head) == (5e-4, False)
+    authors = methods.make_config("spotter", preset="authors")
+    assert (authors.lr, authors.lambda1, authors.lambda2, authors.epochs) == (1e-4, 0.7, 1.0, 10)

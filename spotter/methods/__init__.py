@@ -71,6 +71,13 @@ def make_config(name: str, overrides: Any = None, preset: str | None = None) -> 
     return apply_overrides(cfg, overrides)
 
 
+def default_preset(name: str, dataset: str | None) -> str | None:
+    """The preset a method ships for `dataset` (a preset named after it), else None."""
+    if dataset is None or "+" in name:
+        return None
+    return dataset if dataset in getattr(get(name), "PRESETS", {}) else None
+
+
 @dataclass(frozen=True)
 class Access:
     needs: tuple[str, ...]

@@ -67,6 +67,11 @@ class Config:
 # Named settings; `authors` reproduces the paper's CIFAR-10 values.
 PRESETS: dict[str, dict] = {
     "authors": {},
+    # Chosen by benchmarks/spotter_search.py on the embedded default (Fashion-MNIST, width-16
+    # ResNet-18, forget class 0, seed 0); every setting tried is in benchmarks/README.md. The
+    # authors' lr 1e-4 left PRA at 3.2%; lr 5e-4 reaches PRA <= 1% but moving the shared head also
+    # cost coats 12 points, which freezing the head halves.
+    "fashion-mnist": {"lr": 5e-4, "train_head": False},
 }
 
 
@@ -126,7 +131,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     t_clean = predict(teacher, forget.x, device=device)
     t_nb = predict(teacher, x_nb, device=device)
 
-    student = copy.deepcopy(model).to(device)
+    # channels-last convolutions: same maths, ~1.35x faster on CPU and GPU
+    student = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last)
     if not cfg.train_head:
         # The head's rows and biases are shared by every input: moving them to lower one class's
         # logit can shift the boundaries between retain classes as well.
@@ -148,8 +154,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             src = x_clean_idx[idx]
-            x = to_float(forget.x[src].to(device))
-            xn = x_nb[idx].to(device)
+            x = to_float(forget.x[src].to(device)).contiguous(memory_format=torch.channels_last)
+            xn = x_nb[idx].to(device).contiguous(memory_format=torch.channels_last)
             y = y_all[idx].to(device)
             kd_clean, kd_nb, disp = spotter_terms(
                 student,

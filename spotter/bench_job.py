@@ -25,7 +25,6 @@ from spotter.audit import AuditConfig, Shared
 from spotter.audit_checks import mia_check, ou_sweep, pra_report
 from spotter.bench import FEATURES, file_lock
 from spotter.bench_spec import set_fields
-from spotter.checkpoint import load_model
 from spotter.config import apply_overrides
 from spotter.device import resolve_device
 from spotter.evaluate import EvalConfig
@@ -58,8 +57,6 @@ class Context:
                 model, meta = reference_model(
                     kind, self.info.name, self.splits, self.spec, train, cache_dir, self.device
                 )
-            if not meta.get("cached"):  # use the saved copy, as later runs will (same memory layout)
-                model = load_model(meta["path"], expect=self.spec, device=self.device)[0].eval()
             self.models[kind], self.meta[kind] = model, meta
         eval_cfg = apply_overrides(EvalConfig(), config["eval"])
         audit = apply_overrides(AuditConfig(), config["audit"])

@@ -179,9 +179,7 @@ def test_frozen_head_stays_put_and_is_trainable_afterwards(reference):
     model = methods.run("spotter", reference.original, reference.splits, cfg)
     assert torch.equal(model.head.weight, reference.original.head.weight)
     assert torch.equal(model.head.bias, reference.original.head.bias)
-    assert not torch.equal(
-        next(model.backbone.parameters()), next(reference.original.backbone.parameters())
-    )
+    assert not torch.equal(next(model.backbone.parameters()), next(reference.original.backbone.parameters()))
     assert all(p.requires_grad for p in model.parameters())
 
 

@@ -112,7 +112,7 @@ def write_synthetic_identities(
     jitter: float = 0.06,
     shift: int = 2,
 ) -> Path:
-    """A CASIA-WebFace-shaped tree of PNGs for tests and demos: ROOT/id_XXXX/NNN.png (RGB).
+    """A CASIA-WebFace-shaped tree of PNGs for tests and demos: ROOT/id_<4-digit id>/<3-digit index>.png (RGB).
 
     Every identity is a seeded template, half a face-like base shared by all identities and half its
     own pattern; each image jitters it (a shift of up to `shift` px, brightness x0.85-1.15, pixel

@@ -32,8 +32,6 @@ from torch import nn
 from spotter.data import Splits
 from spotter.methods import _common
 from spotter.methods import spotter as spotter_method
-from spotter.perturb import neighbourhood
-from spotter.train import predict
 
 log = logging.getLogger("spotter")
 
@@ -80,24 +78,12 @@ class SpotterTerms:
     def __init__(self, original: nn.Module, splits: Splits, cfg: spotter_method.Config, seed: int) -> None:
         forget = _common.require(splits.forget, "forget", "+spotter")
         device = next(original.parameters()).device
-        self.x_nb, self.y = neighbourhood(
-            original,
-            forget.x,
-            forget.y,
-            "pgd" if cfg.direction == "toward" else "pgd_away",
-            cfg.neighbour_seed,
-            cfg.eps,
-            cfg.step,
-            cfg.steps,
-            copies=cfg.copies,
-            device=device,
+        self.x_nb, self.y, self.src, self.t_clean, self.t_nb = spotter_method.targets(
+            original, forget, cfg, device
         )
-        self.src = torch.arange(len(forget)).repeat(cfg.copies)  # neighbour i comes from clean i % N
         self.forget, self.cfg, self.device = forget, cfg, device
         self.forget_classes = splits.forget_classes
         self.k = splits.num_classes
-        self.t_clean = predict(original, forget.x, device=device)
-        self.t_nb = predict(original, self.x_nb, device=device)
         self.generator = torch.Generator().manual_seed(seed)
         self.queue: list[torch.Tensor] = []
         self.sums, self.calls = torch.zeros(2), 0

@@ -106,15 +106,13 @@ def spotter_terms(
     return kd_clean, kd_nb, dispersion(feats[:n], y)
 
 
-def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
-    """Return an unlearned copy of `model`; `model` is the frozen teacher and stays untouched."""
-    device = next(model.parameters()).device
-    forget: TensorSet = splits.forget
-    if len(forget) == 0:
-        raise ValueError("the forget set is empty")
-    torch.manual_seed(cfg.seed)
-    teacher = model
-    x_nb, _ = neighbourhood(
+def targets(
+    teacher: nn.Module, forget: TensorSet, cfg: Config, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fixed training material, built once from the frozen teacher (shared with "+spotter"):
+    (PGD neighbours, their labels, index of each neighbour's clean image, teacher logits on the
+    clean images, teacher logits on the neighbours)."""
+    x_nb, y_nb = neighbourhood(
         teacher,
         forget.x,
         forget.y,
@@ -126,10 +124,19 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
         copies=cfg.copies,
         device=device,
     )
-    y_all = forget.y.repeat(cfg.copies)
-    x_clean_idx = torch.arange(len(forget)).repeat(cfg.copies)  # neighbour i comes from clean i % N
-    t_clean = predict(teacher, forget.x, device=device)
-    t_nb = predict(teacher, x_nb, device=device)
+    src = torch.arange(len(forget)).repeat(cfg.copies)  # neighbour i comes from clean i % N
+    return x_nb, y_nb, src, predict(teacher, forget.x, device=device), predict(teacher, x_nb, device=device)
+
+
+def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
+    """Return an unlearned copy of `model`; `model` is the frozen teacher and stays untouched."""
+    device = next(model.parameters()).device
+    forget: TensorSet = splits.forget
+    if len(forget) == 0:
+        raise ValueError("the forget set is empty")
+    torch.manual_seed(cfg.seed)
+    teacher = model
+    x_nb, y_all, x_clean_idx, t_clean, t_nb = targets(teacher, forget, cfg, device)
 
     # channels-last convolutions: same maths, ~1.35x faster on CPU and GPU
     student = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last)

@@ -153,6 +153,5 @@ def ou_sweep(sh: Shared, model: nn.Module) -> dict[str, list[float]]:
 
 
 def train_set(s: Splits) -> TensorSet:
-    """D_f ∪ D_r: the full training set relearn time draws from."""
-    parts = [s.forget] + ([s.retain] if s.retain is not None else [])
-    return TensorSet(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+    """D_f ∪ D_r: the full training set relearn time draws from (D_f alone without retain data)."""
+    return s.full_train() if s.retain is not None or s.train is not None else s.forget

@@ -45,6 +45,10 @@ class TensorSet:
     def to(self, device: torch.device | str) -> TensorSet:
         return TensorSet(self.x.to(device), self.y.to(device))
 
+    def cat(self, other: TensorSet) -> TensorSet:
+        """This set followed by `other`."""
+        return TensorSet(torch.cat([self.x, other.x]), torch.cat([self.y, other.y]))
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -252,6 +256,9 @@ class Splits:
     num_classes: int
     forget_classes: tuple[int, ...]
     surrogate: TensorSet | None = None  # out-of-distribution images for methods that read "surrogate"
+    # All non-validation training images in one seeded order that does not depend on the forget
+    # classes, so the original model (and its cache entry) is the same whichever classes are forgotten.
+    train: TensorSet | None = None
 
     @property
     def val_forget(self) -> TensorSet:
@@ -263,7 +270,15 @@ class Splits:
 
     def without_retain(self) -> Splits:
         """The same splits with no retain data at all: what a retain-free method receives."""
-        return replace(self, retain=None)
+        return replace(self, retain=None, train=None)
+
+    def full_train(self) -> TensorSet:
+        """D_f ∪ D_r, what the original model trains on: `train` when known, else forget + retain."""
+        if self.train is not None:
+            return self.train
+        if self.retain is None:
+            raise ValueError("the full training set needs the retain split, which these splits lack")
+        return self.forget.cat(self.retain)
 
 
 def check_forget_classes(forget_classes: Sequence[int], num_classes: int) -> tuple[int, ...]:
@@ -319,6 +334,7 @@ def make_splits(
         shots=forget.subset(torch.cat(shot_idx)),
         num_classes=num_classes,
         forget_classes=classes,
+        train=rest,
     )
 
 

@@ -100,10 +100,11 @@ class ImageFolderSet(TensorSet):
     def to(self, device: torch.device | str) -> ImageFolderSet:
         return self  # images are decoded per batch and moved by the training loop
 
-    @staticmethod
-    def cat(a: ImageFolderSet, b: ImageFolderSet) -> ImageFolderSet:
-        x = LazyImages(np.concatenate([a.x.paths, b.x.paths]), a.x.mode, a.x.size)
-        return ImageFolderSet(x, torch.cat([a.y, b.y]))
+    def cat(self, other: TensorSet) -> ImageFolderSet:
+        if not isinstance(other, ImageFolderSet):
+            raise TypeError("an image folder set concatenates only with another image folder set")
+        x = LazyImages(np.concatenate([self.x.paths, other.x.paths]), self.x.mode, self.x.size)
+        return ImageFolderSet(x, torch.cat([self.y, other.y]))
 
     def loader(
         self, batch_indices: list[torch.Tensor], workers: int, pin: bool

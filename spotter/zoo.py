@@ -19,7 +19,7 @@ import torch
 from spotter import distributed
 from spotter.checkpoint import CheckpointError, load_model, save_model
 from spotter.data import Splits, TensorSet
-from spotter.imagefolder import ImageFolderSet, LazyImages
+from spotter.imagefolder import LazyImages
 from spotter.models import Classifier, ModelSpec, build_model
 from spotter.train import FitOptions, TrainConfig, fit
 
@@ -66,11 +66,7 @@ def _training_set(kind: str, splits: Splits) -> TensorSet:
         raise ValueError("training a reference model needs the retain split")
     if kind == "retrained":
         return splits.retain
-    if isinstance(splits.forget, ImageFolderSet):  # streamed: concatenate the file lists
-        return ImageFolderSet.cat(splits.forget, splits.retain)
-    return TensorSet(
-        torch.cat([splits.forget.x, splits.retain.x]), torch.cat([splits.forget.y, splits.retain.y])
-    )
+    return splits.full_train()
 
 
 def reference_model(

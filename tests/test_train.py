@@ -253,6 +253,31 @@ def test_reference_model_uses_the_cache(reference, monkeypatch):
         reference_model("retrained", "synthetic", moved, reference.spec, reference.cfg, reference.cache_dir)
 
 
+def test_original_model_does_not_depend_on_the_forget_classes(reference, synthetic, monkeypatch):
+    """One original serves every forget-class choice: same training data, same order, same cache entry."""
+    from spotter.data import make_splits
+
+    train, test, info = synthetic
+    other = make_splits(train, test, (2, 3), info.num_classes, val_size=len(reference.splits.val), shots=5, seed=0)
+    assert torch.equal(other.full_train().x, reference.splits.full_train().x)
+    assert torch.equal(other.full_train().y, reference.splits.full_train().y)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("fit called although the original is cached")
+
+    monkeypatch.setattr(spotter.zoo, "fit", no_training)
+    model, meta = reference_model("original", "synthetic", other, reference.spec, reference.cfg, reference.cache_dir)
+    assert meta["cached"] is True
+    assert same_state(state_copy(model), state_copy(reference.original))
+
+
+def test_retain_free_splits_hold_no_retain_images(reference):
+    free = reference.splits.without_retain()
+    assert free.retain is None and free.train is None
+    with pytest.raises(ValueError, match="retain"):
+        free.full_train()
+
+
 def test_reference_models_behave(reference):
     s = reference.splits
     accs = {}

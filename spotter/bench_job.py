@@ -44,7 +44,15 @@ class Context:
         self.device = resolve_device(device)
         d = config["data"]
         data = DataConfig(
-            config["dataset"], data_dir, tuple(d["forget"]), d["val_size"], d["shots"], d["split_seed"]
+            config["dataset"],
+            data_dir,
+            tuple(d["forget"]),
+            d["val_size"],
+            d["shots"],
+            d["split_seed"],
+            surrogate=d.get("surrogate"),
+            surrogate_dir=d.get("surrogate_dir"),
+            surrogate_size=d.get("surrogate_size", 5000),
         )
         self.splits, self.info = prepare(data)
         self.spec = model_spec(self.info, config["model"]["name"], config["model"]["width"])

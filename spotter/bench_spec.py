@@ -28,7 +28,7 @@ TOP_KEYS = (
     "name", "dataset", "data_dir", "model", "width", "recipe", "forget", "seeds", "references",
     "features", "features_per_class", "train", "data", "eval", "audit", "methods",
 )  # fmt: skip
-DATA_KEYS = ("val_size", "shots", "split_seed")
+DATA_KEYS = ("val_size", "shots", "split_seed", "surrogate", "surrogate_dir", "surrogate_size")
 AUDIT_KEYS = ("ou_eps", "ou_limit", "pra_shots", "pra_variants", "pra_curve_shots", "pra_seed", "near_k")
 AUDIT_KEYS += ("mia_limit", "seed")
 METHOD_KEYS = ("method", "preset", "protocol")  # reserved in a [methods.LABEL] table
@@ -241,6 +241,7 @@ def load_spec(path: str | Path) -> Spec:
         "val_size": data.get("val_size", 5000),
         "shots": data.get("shots", 5),
         "split_seed": data.get("split_seed", 0),
+        **{k: data[k] for k in ("surrogate", "surrogate_dir", "surrogate_size") if k in data},
     }
     eval_cfg = c.config(EvalConfig(), _table(c, raw, "eval"), ("eval",))
     audit_cfg = c.config(AuditConfig(), _table(c, raw, "audit", AUDIT_KEYS), ("audit",))

@@ -45,6 +45,16 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         help="validation images carved from train (default 5000)",
     )
     g.add_argument("--split-seed", type=int, default=0, help="seed of the validation/shots split (default 0)")
+    g.add_argument(
+        "--surrogate",
+        metavar="DATASET",
+        help="another dataset whose training images serve as surrogate data (SCAR), converted to this "
+        "dataset's channels and size, e.g. cifar10 for fashion-mnist; default: SCAR's synthetic fallback",
+    )
+    g.add_argument("--surrogate-dir", help="folder of the surrogate dataset (same rules as --data-dir)")
+    g.add_argument(
+        "--surrogate-size", type=int, default=5000, help="surrogate images drawn, seeded (default 5000)"
+    )
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:

@@ -45,7 +45,15 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     if args.shots < 1:
         raise ValueError(f"--shots must be >= 1, got {args.shots}")
     return DataConfig(
-        args.dataset, args.data_dir, parse_classes(args.forget), args.val_size, args.shots, args.split_seed
+        args.dataset,
+        args.data_dir,
+        parse_classes(args.forget),
+        args.val_size,
+        args.shots,
+        args.split_seed,
+        surrogate=getattr(args, "surrogate", None),
+        surrogate_dir=getattr(args, "surrogate_dir", None),
+        surrogate_size=getattr(args, "surrogate_size", 5000),
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from spotter.formats import DataFormatError, read_cifar_batch, read_idx
 
@@ -336,6 +337,48 @@ def make_splits(
         forget_classes=classes,
         train=rest,
     )
+
+
+def conform(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> (N, channels, size, size): grey <-> RGB, bilinear resize (antialiased)."""
+    if x.shape[1] != channels:
+        if channels == 1:
+            x = x.float().mean(1, keepdim=True).round().to(torch.uint8)
+        elif x.shape[1] == 1:
+            x = x.expand(-1, channels, -1, -1)
+        else:
+            raise ValueError(f"cannot turn {x.shape[1]}-channel images into {channels}-channel ones")
+    if tuple(x.shape[2:]) != (size, size):
+        y = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = y.round().clamp_(0, 255).to(torch.uint8)
+    return x.contiguous()
+
+
+def load_surrogate(
+    name: str,
+    data_dir: str | Path | None,
+    like: DatasetInfo,
+    count: int = 5000,
+    seed: int = 0,
+) -> TensorSet:
+    """`count` seeded training images of another dataset, shaped like `like`'s: SCAR's surrogate set.
+
+    Labels are kept but unused (a surrogate is unlabelled out-of-distribution data). The surrogate
+    must be another dataset: the main one's training images would hand retain data to a method
+    whose contract (NEEDS) says it reads none.
+    """
+    if name == like.name:
+        raise ValueError(
+            f"surrogate dataset {name!r} is the dataset being unlearned; pick another one "
+            f"(valid choices: {', '.join(n for n in DATASETS if n != like.name)})"
+        )
+    if count < 1:
+        raise ValueError(f"surrogate size must be >= 1, got {count}")
+    train, _, _ = load(name, data_dir)
+    n = min(count, len(train))
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
+    part = train.subset(pick)
+    return TensorSet(conform(part.x[torch.arange(n)], like.channels, like.size), part.y)
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:

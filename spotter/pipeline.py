@@ -8,13 +8,13 @@ import logging
 import os
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from spotter import methods
 from spotter.checkpoint import atomic_write, save_model
-from spotter.data import DatasetInfo, Splits, load, make_splits
+from spotter.data import DatasetInfo, Splits, load, load_surrogate, make_splits
 from spotter.device import resolve_device
 from spotter.evaluate import EvalConfig, Evaluator
 from spotter.models import ModelSpec, check_model_name, default_width
@@ -35,12 +35,24 @@ class DataConfig:
     val_size: int = 5000  # validation images carved from train (seeded by split_seed)
     shots: int = 5  # attacker's K per forget class (method.md §4)
     split_seed: int = 0
+    # Out-of-distribution images for methods that read "surrogate" (SCAR): another dataset's
+    # training images, converted to this dataset's channels and size. None: SCAR's own fallback.
+    surrogate: str | None = None
+    surrogate_dir: str | None = None
+    surrogate_size: int = 5000  # SCAR's fallback size too (methods/scar.py)
+
+    def split_key(self) -> dict[str, Any]:
+        """What decides the splits (and so every reference model's measures); not the surrogate."""
+        return {k: v for k, v in asdict(self).items() if not k.startswith("surrogate")}
 
 
 def prepare(cfg: DataConfig) -> tuple[Splits, DatasetInfo]:
     train, test, info = load(cfg.dataset, cfg.data_dir)
     val_size = cfg.val_size if cfg.val_size < len(train) // 2 else len(train) // 10
     splits = make_splits(train, test, cfg.forget, info.num_classes, val_size, cfg.shots, cfg.split_seed)
+    if cfg.surrogate:
+        sur = load_surrogate(cfg.surrogate, cfg.surrogate_dir, info, cfg.surrogate_size, cfg.split_seed)
+        splits = replace(splits, surrogate=sur)
     return splits, info
 
 
@@ -149,7 +161,7 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
     # files, the split, the evaluation settings and the metric code: cache them, so a re-run (or a
     # new method setting) only pays for the unlearned model.
     evals = Path(cfg.cache_dir or default_cache_dir()) / "evals"
-    base_key = [file_digest(meta_o["path"]), asdict(cfg.eval), asdict(cfg.data), metric_code_digest()]
+    base_key = [file_digest(meta_o["path"]), asdict(cfg.eval), cfg.data.split_key(), metric_code_digest()]
     evaluator = Evaluator(original, splits, cfg.eval, evals / f"neighbours-{digest(base_key)}.safetensors")
     t0 = time.time()
     unlearned = methods.run(cfg.method, original, splits, method_cfg)

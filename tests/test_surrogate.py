@@ -59,7 +59,9 @@ def test_prepare_attaches_the_surrogate_and_scar_reads_it(tmp_path, original, mo
 
     seen = []
     real = scar.surrogate_set
-    monkeypatch.setattr(scar, "surrogate_set", lambda t, s, c, g: seen.append(s.surrogate) or real(t, s, c, g))
+    monkeypatch.setattr(
+        scar, "surrogate_set", lambda t, s, c, g: seen.append(s.surrogate) or real(t, s, c, g)
+    )
     cfg = methods.make_config("scar", {"epochs": 1, "batch_size": 16})
     methods.run("scar", original, splits, cfg)
     assert seen and seen[0] is splits.surrogate

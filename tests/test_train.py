@@ -258,7 +258,9 @@ def test_original_model_does_not_depend_on_the_forget_classes(reference, synthet
     from spotter.data import make_splits
 
     train, test, info = synthetic
-    other = make_splits(train, test, (2, 3), info.num_classes, val_size=len(reference.splits.val), shots=5, seed=0)
+    other = make_splits(
+        train, test, (2, 3), info.num_classes, val_size=len(reference.splits.val), shots=5, seed=0
+    )
     assert torch.equal(other.full_train().x, reference.splits.full_train().x)
     assert torch.equal(other.full_train().y, reference.splits.full_train().y)
 
@@ -266,7 +268,9 @@ def test_original_model_does_not_depend_on_the_forget_classes(reference, synthet
         raise AssertionError("fit called although the original is cached")
 
     monkeypatch.setattr(spotter.zoo, "fit", no_training)
-    model, meta = reference_model("original", "synthetic", other, reference.spec, reference.cfg, reference.cache_dir)
+    model, meta = reference_model(
+        "original", "synthetic", other, reference.spec, reference.cfg, reference.cache_dir
+    )
     assert meta["cached"] is True
     assert same_state(state_copy(model), state_copy(reference.original))
 

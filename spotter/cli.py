@@ -21,7 +21,8 @@ EPILOG = """examples:
 """
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
+def _data_args(p: argparse.ArgumentParser, surrogate: bool = False) -> None:
+    """Dataset and split flags; `surrogate`: also the surrogate-data flags of commands that run methods."""
     g = p.add_argument_group("data")
     g.add_argument(
         "--dataset",
@@ -45,6 +46,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         help="validation images carved from train (default 5000)",
     )
     g.add_argument("--split-seed", type=int, default=0, help="seed of the validation/shots split (default 0)")
+    if not surrogate:
+        return
     g.add_argument(
         "--surrogate",
         metavar="DATASET",
@@ -125,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train/load original + retrained, unlearn, evaluate, print a table",
         description="The whole pipeline on one dataset; writes OUT/results.json and results.md.",
     )
-    _data_args(p), _model_args(p), _method_args(p), _eval_args(p)
+    _data_args(p, surrogate=True), _model_args(p), _method_args(p), _eval_args(p)
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
 
     p = sub.add_parser(
@@ -148,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one unlearning method on a checkpoint; writes the unlearned checkpoint. Methods "
         "that train on the retain set run data-parallel under torchrun --nproc_per_node N -m spotter unlearn ...",
     )
-    _data_args(p), _method_args(p)
+    _data_args(p, surrogate=True), _method_args(p)
     p.add_argument("--checkpoint", required=True, help="the original model (.safetensors from spotter train)")
     p.add_argument("--seed", type=int, default=0, help="unlearning seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
@@ -211,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "original's|. Prints every trial and the winning --set values.",
     )
     p.add_argument("tune_method", metavar="METHOD", help="method name, e.g. salun or salun+spotter")
-    _data_args(p), _model_args(p)
+    _data_args(p, surrogate=True), _model_args(p)
     p.add_argument("--preset", help="named setting of the method to start from")
     p.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides", help="fixed overrides"

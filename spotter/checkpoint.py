@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from spotter.models import Classifier, ModelSpec, build_model
+from spotter.models import MODELS, Classifier, ModelSpec, build_model
 
 FORMAT = "spotter-1"
 
@@ -55,6 +56,8 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; give the .safetensors file inside it")
     try:
         with safe_open(str(path), framework="pt") as fh:
             header = fh.metadata() or {}
@@ -70,6 +73,8 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         meta = json.loads(header["meta"])
     except (KeyError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: metadata is not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: metadata is a JSON {type(meta).__name__}, expected an object")
     return tensors, meta
 
 
@@ -86,12 +91,7 @@ def load_model(
 ) -> tuple[Classifier, ModelSpec, dict[str, Any]]:
     """(model, spec, metadata) from one of our checkpoints; `expect` checks the architecture."""
     tensors, meta = load_tensors(path)
-    if "model" not in meta:
-        raise CheckpointError(f"{path}: metadata has no 'model' entry (keys: {sorted(meta)})")
-    try:
-        spec = ModelSpec.from_dict(meta["model"])
-    except TypeError as err:
-        raise CheckpointError(f"{path}: bad model metadata {meta['model']}: {err}") from None
+    spec = model_meta(path, meta)
     if expect is not None:
         for key in ("name", "num_classes", "in_channels", "width"):
             if getattr(spec, key) != getattr(expect, key):
@@ -104,6 +104,32 @@ def load_model(
     model = build_model(spec)
     load_state(model, tensors, str(path))
     return model.to(device), spec, meta
+
+
+def model_meta(path: str | Path, meta: dict[str, Any]) -> ModelSpec:
+    """The ModelSpec stored in a checkpoint's metadata, checked field by field."""
+    if "model" not in meta:
+        raise CheckpointError(f"{path}: metadata has no 'model' entry (keys: {sorted(meta)})")
+    d = meta["model"]
+    if not isinstance(d, dict):
+        raise CheckpointError(
+            f"{path}: metadata 'model' is {d!r}, expected an object with name, num_classes, ..."
+        )
+    try:
+        spec = ModelSpec.from_dict(d)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: bad model metadata {d}: {err}") from None
+    for key in ("num_classes", "in_channels", "width"):
+        value = getattr(spec, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(f"{path}: model metadata {key}={value!r}, expected a positive integer")
+    if not isinstance(spec.name, str) or spec.name not in MODELS:
+        raise CheckpointError(
+            f"{path}: model metadata names {spec.name!r}; valid choices: {', '.join(sorted(MODELS))}"
+        )
+    if not all(isinstance(v, int | float) for v in (*spec.mean, *spec.std)):
+        raise CheckpointError(f"{path}: model metadata mean/std must be numbers, got {spec.mean}, {spec.std}")
+    return spec
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -121,6 +147,14 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
                 f"{source} does not fit this model: {k} has shape {tuple(v.shape)}, "
                 f"the model expects {tuple(own[k].shape)}"
             )
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(
+                f"{source}: tensor {k} holds NaN or Inf values (a diverged or corrupt model)"
+            )
+        if v.dtype.is_complex or (own[k].is_floating_point() and not v.is_floating_point()):
+            raise CheckpointError(
+                f"{source}: tensor {k} has dtype {v.dtype}, the model expects {own[k].dtype}"
+            )
     model.load_state_dict(state)
 
 
@@ -132,8 +166,14 @@ def load_foreign_state(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; give the .pt/.pth file inside it")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on a stderr line of its own
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint {path} does not exist") from None
     except Exception as err:  # torch raises UnpicklingError / RuntimeError with long texts
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         # name the blocked global (the code the pickle would have run) rather than torch's advice

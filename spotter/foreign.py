@@ -80,7 +80,12 @@ def build_foreign(
         load_state(net, _fill_normalisation(net, state), str(path))
         return net
     factory = import_factory(model)
-    module = factory(num_classes=info.num_classes) if _accepts_num_classes(factory) else factory()
+    try:
+        module = factory(num_classes=info.num_classes) if _accepts_num_classes(factory) else factory()
+    except Exception as err:  # the user's own code: name it, keep the message on one line
+        raise ValueError(
+            f"--model {model!r}: calling the factory failed: {type(err).__name__}: {err}"
+        ) from err
     if not isinstance(module, nn.Module):
         raise ValueError(f"--model {model!r} returned a {type(module).__name__}, not an nn.Module")
     if isinstance(module, Classifier):

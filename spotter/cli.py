@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from spotter import __version__
 
@@ -111,8 +112,15 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line that points to --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="spotter",
         description="Class-level machine unlearning with OU@ε and prototypical relearning attack.",
         epilog=EPILOG,
@@ -264,20 +272,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     from spotter import commands, distributed  # heavy imports after parsing keeps --help fast
+    from spotter.train import TrainingDiverged
 
     try:
         with distributed.session(args.command):  # a process group only when launched by torchrun
             return commands.dispatch(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        print(f"spotter {args.command}: error: {message}", file=sys.stderr)
+    except (ValueError, OSError, KeyError, ImportError) as err:
+        # user errors (ValueError naming the bad value and the valid choices), files that cannot be
+        # read or written, missing optional packages: one line, no traceback (-v adds it to the log)
+        logging.getLogger("spotter").debug("traceback", exc_info=True)
+        print(f"spotter {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except (TrainingDiverged, FloatingPointError) as err:  # a NaN/Inf loss: a setting, not a crash
+        logging.getLogger("spotter").debug("traceback", exc_info=True)
+        print(f"spotter {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             f"spotter {args.command}: interrupted; finished epochs are checkpointed, rerun to resume",
             file=sys.stderr,
         )
         return 130
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of an exception on one line; an OSError names its file and the reason."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        text = f"{err.filename}: {err.strerror}"
+        if err.filename2 is not None:
+            text = f"{err.filename} -> {err.filename2}: {err.strerror}"
+    elif isinstance(err, KeyError) and err.args:
+        text = str(err.args[0])
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

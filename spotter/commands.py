@@ -19,6 +19,7 @@ from spotter.models import MODELS, default_width
 from spotter.pipeline import (
     DataConfig,
     DemoConfig,
+    check_output_file,
     check_writable,
     model_spec,
     prepare,
@@ -104,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.kind not in KINDS:
         raise ValueError(f"unknown --kind {args.kind!r}; valid choices: {', '.join(KINDS)}")
     device = resolve_device(args.device)
-    check_writable(Path(args.out).parent)
+    check_output_file(args.out)
     splits, info = prepare(data_config(args))
     spec = model_spec(info, args.model, args.width or (16 if args.model == "resnet18" else None))
     options = FitOptions(compile=getattr(args, "compile", False))
@@ -123,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    check_writable(Path(args.out).parent)
+    check_output_file(args.out)
     splits, info = prepare(data_config(args))
     model, spec, _ = load_model(
         args.checkpoint, expect=model_spec(info, *_arch(args.checkpoint)), device=device
@@ -153,18 +154,16 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
 def _arch(path: str) -> tuple[str, int]:
     """(model name, width) stored in a checkpoint, so the dataset check can use them."""
-    from spotter.checkpoint import load_tensors
+    from spotter.checkpoint import load_tensors, model_meta
 
-    _, meta = load_tensors(path)
-    if "model" not in meta:
-        raise ValueError(f"{path}: metadata has no 'model' entry")
-    return meta["model"]["name"], meta["model"]["width"]
+    spec = model_meta(path, load_tensors(path)[1])
+    return spec.name, spec.width
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.out:
-        check_writable(Path(args.out).parent)
+        check_output_file(args.out)
     splits, info = prepare(data_config(args))
     expect = model_spec(info, *_arch(args.original))
     original, _, _ = load_model(args.original, expect=expect, device=device)
@@ -238,7 +237,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     if args.out:
-        check_writable(Path(args.out).parent)
+        check_output_file(args.out)
     cfg = methods.make_config(args.tune_method, dict(_pairs(args.overrides)), args.preset)
     if hasattr(cfg, "seed"):
         cfg = dataclasses.replace(cfg, seed=args.seed)

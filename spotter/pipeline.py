@@ -108,7 +108,10 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def check_writable(folder: str | Path) -> Path:
+    """`folder`, created if needed, after proving a file can be written in it (fails before any work)."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output folder {folder} is a file; give a folder (it is created if missing)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".spotter-write-test-{os.getpid()}"  # one per process (torchrun ranks)
@@ -117,6 +120,15 @@ def check_writable(folder: str | Path) -> Path:
     except OSError as err:
         raise ValueError(f"output folder {folder} cannot be written: {err.strerror or err}") from None
     return folder
+
+
+def check_output_file(path: str | Path) -> Path:
+    """`path` as a file to write: not a folder, in a writable folder (checked before any work)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"output {path} is a folder; give a file path, e.g. {path / 'model.safetensors'}")
+    check_writable(path.parent)
+    return path
 
 
 @dataclass
@@ -207,6 +219,7 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
         },
     )
     write_json(out / "results.json", rows)
-    (out / "results.md").write_text(markdown(rows) + "\n")
+    table = markdown(rows) + "\n"
+    atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(table))
     log.info("demo finished in %.0fs; results in %s", time.time() - t_start, out)
     return rows

@@ -191,6 +191,12 @@ def _load_cifar(root: Path, name: str) -> tuple[TensorSet, TensorSet]:
         if missing:
             raise FileNotFoundError(f"missing {', '.join(missing)}; {HOW_TO_GET[name]}")
         parts = [read_cifar_batch(f, key) for f in files]
+        for f, (_, labels) in zip(files, parts, strict=True):
+            if labels.size and not 0 <= labels.min() <= labels.max() < INFO[name].num_classes:
+                raise DataFormatError(
+                    f"{f}: {key!r} holds {int(labels.min())}..{int(labels.max())}, "
+                    f"expected 0..{INFO[name].num_classes - 1}"
+                )
         x = np.concatenate([p[0] for p in parts])
         y = np.concatenate([p[1] for p in parts])
         sets.append(TensorSet(torch.from_numpy(x), torch.from_numpy(y)))

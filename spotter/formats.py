@@ -88,8 +88,18 @@ def read_cifar_batch(path: str | Path, label_key: str) -> tuple[np.ndarray, np.n
             raise DataFormatError(
                 f"{path}: key {key!r} missing (found {sorted(blob)}); expected 'data' and {label_key!r}"
             )
-    data = np.asarray(blob["data"], dtype=np.uint8)
-    labels = np.asarray(blob[label_key], dtype=np.int64)
+    data, labels = np.asarray(blob["data"]), blob[label_key]
+    if data.dtype != np.uint8:  # a cast would wrap values above 255 silently
+        raise DataFormatError(f"{path}: 'data' has dtype {data.dtype}, expected uint8 pixels")
+    try:
+        labels = np.asarray(labels)
+        if labels.dtype.kind not in "iu":
+            raise ValueError(f"dtype {labels.dtype}")
+        labels = labels.astype(np.int64)
+    except (TypeError, ValueError) as err:
+        raise DataFormatError(f"{path}: {label_key!r} must be a list of integer class ids ({err})") from None
+    if labels.ndim != 1:
+        raise DataFormatError(f"{path}: {label_key!r} has shape {labels.shape}, expected a flat list")
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
         raise DataFormatError(
             f"{path}: 'data' has shape {data.shape} for {len(labels)} labels; expected (N, 3072)"

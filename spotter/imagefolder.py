@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from spotter.data import DatasetInfo, TensorSet
+from spotter.formats import DataFormatError
 
 log = logging.getLogger("spotter")
 
@@ -44,11 +45,14 @@ def _pil():  # noqa: ANN202 - the PIL.Image module
 def decode(path: str, mode: str, size: tuple[int, int]) -> torch.Tensor:
     """One image file -> uint8 (C, H, W) in `mode` ("RGB" or "L"), resized to `size` = (H, W)."""
     image = _pil()
-    with image.open(path) as im:
-        im = im.convert(mode)
-        if im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), image.BILINEAR)
-        a = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
+    try:
+        with image.open(path) as im:
+            im = im.convert(mode)
+            if im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), image.BILINEAR)
+            a = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for unreadable or truncated files
+        raise DataFormatError(f"{path} is not a readable image: {err}") from None
     return a.unsqueeze(0) if a.dim() == 2 else a.permute(2, 0, 1).contiguous()
 
 
@@ -238,9 +242,12 @@ def from_files(
     """(train, test, info) from (paths, labels) lists: decoded, or streamed over the memory budget."""
     (paths, labels), (test_paths, test_labels) = train_files, test_files
     image = _pil()
-    with image.open(paths[0]) as im:
-        mode = "L" if im.mode in ("L", "1", "I;16", "I") else "RGB"
-        size = (im.size[1], im.size[0])
+    try:
+        with image.open(paths[0]) as im:
+            mode = "L" if im.mode in ("L", "1", "I;16", "I") else "RGB"
+            size = (im.size[1], im.size[0])
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataFormatError(f"{paths[0]} is not a readable image: {err}") from None
 
     def lazy(p: list[str], y: list[int]) -> ImageFolderSet:
         return ImageFolderSet(LazyImages(np.array(p), mode, size), torch.tensor(y, dtype=torch.long))

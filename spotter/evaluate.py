@@ -71,6 +71,13 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not 0 < self.eps <= 1:
             raise ValueError(f"eps must be in (0, 1] (pixels in [0, 1]), got {self.eps}")
+        if not (0 <= self.step <= 1 and 0 <= self.sigma <= 1):
+            raise ValueError(
+                f"step and sigma must be in [0, 1] (pixels), got step={self.step}, sigma={self.sigma}"
+            )
+        for name, low in (("steps", 0), ("copies", 1), ("batch_size", 1), ("retain_limit", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if self.source not in ("forget", "test_forget"):
             raise ValueError(f"source {self.source!r}; valid choices: forget, test_forget")
         if self.divergence not in DIVERGENCES:

@@ -85,8 +85,14 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a number > 0, got {self.lr}")
+        for name in ("momentum", "weight_decay", "gamma", "pad"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)}")
+        for name in ("warmup", "label_smoothing"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         self.milestones = tuple(self.milestones)
         if self.amp not in AMP_MODES:
             raise ValueError(f"unknown amp {self.amp!r}; valid choices: {', '.join(AMP_MODES)}")
@@ -226,7 +232,10 @@ def _check_finite(loss_step: tuple[torch.Tensor, int] | None, desc, epoch, state
     loss, step = loss_step
     if bool(torch.isfinite(loss)) if group is None else distributed.all_finite(loss):
         return
-    kept = f"; last good checkpoint kept at {state_path}" if state_path else ""
+    if state_path is not None and state_path.exists():
+        kept = f"; last good checkpoint (end of epoch {epoch}) kept at {state_path}"
+    else:
+        kept = "; no epoch had finished, nothing was saved" if state_path is not None else ""
     raise TrainingDiverged(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}{kept}")
 
 

@@ -8,8 +8,9 @@ data it declares in NEEDS: a method that does not read retain data is handed spl
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import ModuleType
 from typing import Any
 
@@ -57,6 +58,44 @@ def get(name: str) -> ModuleType:
     return module
 
 
+# Ranges every method's settings share, by field name (a method's own __post_init__ checks the rest).
+# lo, hi, whether lo itself is allowed; None = unbounded. Pixels are in [0, 1], so radii and steps are too.
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    **dict.fromkeys(("lr", "impair_lr", "noise_lr", "repair_lr"), (0, None, False)),
+    **dict.fromkeys(("temperature", "spotter_temperature"), (0, None, False)),
+    **dict.fromkeys(("eps", "spotter_eps", "step", "spotter_step"), (0, 1, True)),
+    **dict.fromkeys(("momentum", "weight_decay", "clip"), (0, None, True)),
+    **dict.fromkeys(("retain_fraction", "mask_ratio", "lambda1", "spotter_lambda1"), (0, 1, True)),
+    **dict.fromkeys(
+        ("epochs", "impair_epochs", "repair_epochs", "no_l1_epochs", "msteps", "steps", "spotter_steps"),
+        (0, None, True),
+    ),
+    **dict.fromkeys(
+        ("batch_size", "forget_batch_size", "spotter_batch_size", "noise_batch", "copies", "spotter_copies"),
+        (1, None, True),
+    ),
+}
+
+
+def check_config(cfg: Any) -> Any:
+    """Refuse NaN/Inf numbers and values outside RANGES, naming the setting and its valid range."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value):
+            raise ValueError(f"{f.name}={value} is not a finite number")
+        if f.name not in RANGES:
+            continue
+        lo, hi, closed = RANGES[f.name]
+        if (lo is not None and (value < lo or (value == lo and not closed))) or (
+            hi is not None and value > hi
+        ):
+            valid = f"{'[' if closed else '('}{lo}, {hi if hi is not None else '∞'}{']' if hi is not None else ')'}"
+            raise ValueError(f"{f.name}={value} is out of range; valid values lie in {valid}")
+    return cfg
+
+
 def make_config(name: str, overrides: Any = None, preset: str | None = None) -> Any:
     """The method's Config with a named preset (if the method has PRESETS) and overrides applied."""
     module = get(name)
@@ -68,7 +107,7 @@ def make_config(name: str, overrides: Any = None, preset: str | None = None) -> 
                 f"unknown preset {preset!r} for {name}; valid choices: {', '.join(presets) or '(none)'}"
             )
         cfg = apply_overrides(cfg, presets[preset])
-    return apply_overrides(cfg, overrides)
+    return check_config(apply_overrides(cfg, overrides))
 
 
 def default_preset(name: str, dataset: str | None) -> str | None:
@@ -110,5 +149,5 @@ def run(
 ) -> nn.Module:
     """Unlearn `splits.forget_classes` from a copy of `model` with method `name`."""
     module = get(name)
-    cfg = apply_overrides(cfg if cfg is not None else module.Config(), overrides)
+    cfg = check_config(apply_overrides(cfg if cfg is not None else module.Config(), overrides))
     return module.unlearn(model, visible_splits(name, splits, protocol), cfg)

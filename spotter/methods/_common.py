@@ -193,6 +193,10 @@ def require(data: TensorSet | None, what: str, method: str) -> TensorSet:
     return data
 
 
+# optimiser -> steps taken through step(), so a NaN loss names the step it appeared at
+_STEPS: weakref.WeakKeyDictionary[torch.optim.Optimizer, int] = weakref.WeakKeyDictionary()
+
+
 def step(
     opt: torch.optim.Optimizer,
     loss: torch.Tensor,
@@ -207,8 +211,11 @@ def step(
     """
     if extra_loss is not None:
         loss = loss + extra_loss(student)
+    _STEPS[opt] = _STEPS.get(opt, 0) + 1
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"{what} became {loss.item()}")
+        raise FloatingPointError(
+            f"{what} became {loss.item()} at optimiser step {_STEPS[opt]}; nothing was saved"
+        )
     opt.zero_grad(set_to_none=True)
     loss.backward()
     average_gradients(opt)

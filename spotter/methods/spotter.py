@@ -176,7 +176,9 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             )
             loss = cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"spotter: loss became {loss.item()} in epoch {epoch + 1}")
+                raise FloatingPointError(
+                    f"spotter: loss became {loss.item()} at epoch {epoch + 1}, step {i // cfg.batch_size + 1}"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from spotter.bench_spec import Spec, job_id, load_spec
+from spotter.checkpoint import atomic_write
 from spotter.data import resolve_root
 from spotter.pipeline import check_writable, git_revision
 from spotter.report import RESULTS, read_rows
@@ -127,7 +128,7 @@ def run_bench(
     spec = load_spec(spec_path)
     out = check_writable(out)
     t0 = time.time()
-    (out / "spec.toml").write_text(spec.text)
+    atomic_write(out / "spec.toml", lambda tmp: Path(tmp).write_text(spec.text))
     done = {r.get("job") for r in read_rows(out / RESULTS)}
     todo = [j for j in spec.jobs if j["id"] not in done]
     devices = devices or ["auto"]
@@ -197,6 +198,7 @@ def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, dat
     """Run jobs in order in this process, appending one row per finished job; a failing job is
     logged and left out of results.jsonl (a re-run retries it)."""
     from spotter.bench_job import Context, run_job
+    from spotter.train import TrainingDiverged
 
     contexts: dict[str, Context] = {}
     for i, job in enumerate(jobs, 1):
@@ -208,6 +210,11 @@ def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, dat
             row = run_job(job, contexts[key], Path(out))
         except (KeyboardInterrupt, SystemExit):
             raise
+        except (ValueError, OSError, FloatingPointError, TrainingDiverged) as err:  # one line, no traceback
+            log.error(
+                "job %s (%s) failed: %s; rerun the bench to retry it", job["id"], job["config"]["label"], err
+            )
+            continue
         except Exception:
             log.exception(
                 "job %s (%s) failed; rerun the bench to retry it", job["id"], job["config"]["label"]

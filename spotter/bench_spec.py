@@ -85,10 +85,12 @@ class _Ctx:
     def fail(self, message: str, table: tuple[str, ...] = (), key: str | None = None) -> SpecError:
         return SpecError(f"{self.path}:{line_of(self.text, table, key)}: {message}")
 
-    def config(self, base: Any, values: dict, table: tuple[str, ...]) -> Any:
+    def config(self, base: Any, values: dict, table: tuple[str, ...], check: Any = None) -> Any:
         for key, value in values.items():  # one key at a time, so the error names its line
             try:
                 base = set_fields(base, {key: value})
+                if check is not None:
+                    check(base)
             except ValueError as err:
                 raise self.fail(str(err), table, key) from None
         return base
@@ -110,6 +112,8 @@ def set_fields(cfg: Any, values: dict[str, Any]) -> Any:
 def _forget_sets(c: _Ctx, value: Any, num_classes: int) -> list[tuple[int, ...]]:
     sets = value if isinstance(value, list) else [value]
     sets = [s if isinstance(s, list) else [s] for s in sets]
+    if not sets:
+        raise c.fail("forget: empty; give class ids like [0, 3] or [[0], [2, 4]]", (), "forget")
     out = []
     for s in sets:
         if not s or not all(isinstance(v, int) and not isinstance(v, bool) for v in s):
@@ -165,7 +169,7 @@ def _method_entries(c: _Ctx, raw: Any) -> list[dict[str, Any]]:
             base = methods.make_config(name, None, preset)
         except ValueError as err:
             raise c.fail(str(err), table, "method" if "method" in values else None) from None
-        cfg = c.config(base, overrides, table)
+        cfg = c.config(base, overrides, table, methods.check_config)
         if protocol not in methods.PROTOCOLS:
             raise c.fail(
                 f"unknown protocol {protocol!r}; valid choices: {', '.join(methods.PROTOCOLS)}",
@@ -202,13 +206,37 @@ def _table(c: _Ctx, raw: dict, key: str, valid: tuple[str, ...] | None = None) -
     return value
 
 
+def _check_types(c: _Ctx, raw: dict, table: tuple[str, ...], types: dict[str, tuple]) -> None:
+    """Each present key of `raw` has its expected kind: ("str",), ("bool",) or ("int", minimum)."""
+    for key, (kind, *low) in types.items():
+        if key not in raw:
+            continue
+        value = raw[key]
+        name = ".".join((*table, key))
+        if kind == "str" and not isinstance(value, str):
+            raise c.fail(f"{name}: expected a string, got {value!r}", table, key)
+        if kind == "bool" and not isinstance(value, bool):
+            raise c.fail(f"{name}: expected true or false, got {value!r}", table, key)
+        if kind == "int" and (not isinstance(value, int) or isinstance(value, bool) or value < low[0]):
+            raise c.fail(f"{name}: expected an integer >= {low[0]}, got {value!r}", table, key)
+
+
 def job_id(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
 def load_spec(path: str | Path) -> Spec:
     """Parse and check a spec; every job of the grid, references first within each replicate."""
-    text = Path(path).read_text()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"benchmark spec {path} does not exist") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a folder; give a spec file, e.g. benchmarks/smoke.toml") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(
+            f"{path}:1: not UTF-8 text ({err.reason} at byte {err.start}); a spec is TOML"
+        ) from None
     c = _Ctx(str(path), text)
     try:
         raw = tomllib.loads(text)
@@ -220,6 +248,8 @@ def load_spec(path: str | Path) -> Spec:
     for key in raw:
         if key not in TOP_KEYS:
             raise c.fail(f"unknown key {key!r}; valid keys: {', '.join(TOP_KEYS)}", (), key)
+    _check_types(c, raw, (), {"name": ("str",), "data_dir": ("str",), "references": ("bool",)})
+    _check_types(c, raw, (), {"features_per_class": ("int", 1)})
     dataset = _dataset(c, raw)
     info = INFO[dataset]
     model = raw.get("model", "resnet18")
@@ -237,6 +267,19 @@ def load_spec(path: str | Path) -> Spec:
         TrainConfig.paper() if recipe == "paper" else TrainConfig(), _table(c, raw, "train"), ("train",)
     )
     data = _table(c, raw, "data", DATA_KEYS)
+    _check_types(
+        c,
+        data,
+        ("data",),
+        {
+            "val_size": ("int", 0),
+            "shots": ("int", 1),
+            "split_seed": ("int", 0),
+            "surrogate": ("str",),
+            "surrogate_dir": ("str",),
+            "surrogate_size": ("int", 1),
+        },
+    )
     data = {
         "val_size": data.get("val_size", 5000),
         "shots": data.get("shots", 5),

@@ -296,7 +296,7 @@ def check_forget_classes(forget_classes: Sequence[int], num_classes: int) -> tup
     if bad:
         raise ValueError(f"forget class {bad[0]} out of range; valid ids are 0..{num_classes - 1}")
     if len(set(classes)) != len(classes):
-        raise ValueError(f"forget classes {list(classes)} contain duplicates")
+        raise ValueError(f"forget classes {list(classes)} contain duplicates; give each class once")
     if len(classes) >= num_classes:
         raise ValueError(f"forget classes {list(classes)} cover all {num_classes} classes; keep one")
     return tuple(sorted(classes))

@@ -16,13 +16,22 @@ LN2 = float(torch.log(torch.tensor(2.0)))
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     """Top-1 accuracy in percent (higher is better on retain data, lower on forget data)."""
+    _check_logits(logits, y)
     if len(y) == 0:
         return float("nan")
     return float((logits.argmax(1) == y).float().mean() * 100)
 
 
+def _check_logits(logits: torch.Tensor, y: torch.Tensor) -> None:
+    if logits.dim() != 2 or y.dim() != 1 or len(logits) != len(y):
+        raise ValueError(
+            f"expected logits (B, K) and labels (B,), got {tuple(logits.shape)} and {tuple(y.shape)}"
+        )
+
+
 def per_class_accuracy(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> list[float]:
     """Accuracy in percent for each class id (nan for a class with no samples)."""
+    _check_logits(logits, y)
     pred = logits.argmax(1)
     out = []
     for c in range(num_classes):
@@ -60,6 +69,14 @@ def over_unlearning(
     """
     if divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence {divergence!r}; valid choices: {', '.join(DIVERGENCES)}")
+    if reference_logits.shape != model_logits.shape or model_logits.dim() != 2:
+        raise ValueError(
+            f"expected two (B, K) logit tensors of one shape, got {tuple(reference_logits.shape)} "
+            f"and {tuple(model_logits.shape)}"
+        )
+    bad = [c for c in forget_classes if not 0 <= c < model_logits.shape[1]]
+    if bad:
+        raise ValueError(f"forget class {bad[0]} out of range; valid ids are 0..{model_logits.shape[1] - 1}")
     if len(model_logits) == 0:
         return float("nan")
     ref = masked_probs(reference_logits.float(), forget_classes)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from _bench_fixtures import SMOKE, Run, bench, metrics, smoke_run
@@ -130,8 +128,3 @@ def test_shipped_specs_parse(name: str) -> None:
         return
     assert len({j["id"] for j in spec.jobs}) == len(spec.jobs) > 0
     assert {j["config"]["train"]["seed"] for j in spec.jobs} == {0, 1, 2}
-
-
-def test_missing_spec_file(tmp_path, capsys) -> None:
-    assert cli.main(["bench", str(Path(tmp_path) / "none.toml"), "--out", str(tmp_path)]) == 2
-    assert "none.toml" in capsys.readouterr().err

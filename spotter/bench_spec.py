@@ -161,6 +161,7 @@ def _method_entries(c: _Ctx, raw: Any) -> list[dict[str, Any]]:
             raise c.fail(f"methods.{label}: expected a table of overrides", table)
         if label in REFERENCES:
             raise c.fail(f"{label!r} is a reference row, added by references = true", table)
+        _check_types(c, values, table, {"method": ("str",), "preset": ("str",), "protocol": ("str",)})
         name = values.get("method", label)
         preset, protocol = values.get("preset"), values.get("protocol", "full")
         overrides = {k: v for k, v in values.items() if k not in METHOD_KEYS}
@@ -248,7 +249,8 @@ def load_spec(path: str | Path) -> Spec:
     for key in raw:
         if key not in TOP_KEYS:
             raise c.fail(f"unknown key {key!r}; valid keys: {', '.join(TOP_KEYS)}", (), key)
-    _check_types(c, raw, (), {"name": ("str",), "data_dir": ("str",), "references": ("bool",)})
+    strings = ("name", "data_dir", "dataset", "model", "recipe")
+    _check_types(c, raw, (), {**dict.fromkeys(strings, ("str",)), "references": ("bool",)})
     _check_types(c, raw, (), {"features_per_class": ("int", 1)})
     dataset = _dataset(c, raw)
     info = INFO[dataset]

@@ -52,7 +52,7 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             raise ValueError(f"{key}: expected an integer, got {value!r}")
         try:
             return int(value) if not isinstance(value, str) else int(value.strip())
-        except ValueError:
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"{key}: expected an integer, got {value!r}") from None
     if kind is float:
         if isinstance(value, bool):
@@ -61,6 +61,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{key}: expected a number, got {value!r}") from None
+    if dataclasses.is_dataclass(kind) and not isinstance(value, kind):
+        raise ValueError(f"{key}: expected a table of {kind.__name__} settings, got {value!r}")
     if kind is str:
         if not isinstance(value, str):
             raise ValueError(f"{key}: expected a string, got {value!r}")

@@ -76,10 +76,12 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def read_cifar_batch(path: str | Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR pickle batch as (uint8 images (N, 3, 32, 32), int64 labels (N,))."""
     path = Path(path)
+    raw = path.read_bytes()
     try:
-        blob = _NumpyOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise DataFormatError(f"{path} is not a CIFAR python batch: {err}") from None
+        blob = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as err:  # damaged bytes make the unpickler raise almost anything
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise DataFormatError(f"{path} is not a CIFAR python batch: {reason}") from None
     if not isinstance(blob, dict):
         raise DataFormatError(f"{path}: expected a dict, found {type(blob).__name__}")
     blob = {k.decode() if isinstance(k, bytes) else k: v for k, v in blob.items()}

@@ -36,9 +36,13 @@ def _column_mask(z: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
 
 
 def kl_to_student(target_probs: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
-    """KL(target ‖ softmax(student)) per sample, with 0·log 0 = 0. (B,)."""
+    """KL(target ‖ softmax(student)) per sample, with 0·log 0 = 0 and 0·log q = 0. (B,)."""
     log_p = F.log_softmax(student_logits, dim=-1)
-    return (torch.special.xlogy(target_probs, target_probs) - target_probs * log_p).sum(-1)
+    # a logit range beyond float32 makes log_p -inf; where the target is 0 that term is 0, not NaN
+    cross = torch.where(
+        target_probs > 0, target_probs * log_p, torch.zeros((), dtype=log_p.dtype, device=log_p.device)
+    )
+    return (torch.special.xlogy(target_probs, target_probs) - cross).sum(-1)
 
 
 def masked_kd(

@@ -45,6 +45,8 @@ def combinations() -> list[str]:
 
 
 def get(name: str) -> ModuleType:
+    if not isinstance(name, str):
+        raise ValueError(f"method name {name!r} is not a string; valid choices: {', '.join(available())}")
     if name.endswith("+spotter"):  # a combination, built by spotter/methods/_plus.py
         from spotter.methods import _plus
 

@@ -158,6 +158,26 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     model.load_state_dict(state)
 
 
+# torch.load(weights_only=True) could still run code or corrupt memory before these releases:
+# CVE-2025-32434 (fixed in 2.6.0) and CVE-2026-24747 (fixed in 2.10.0).
+SAFE_TORCH_LOAD = (2, 10)
+
+
+def check_safe_torch_load(version: str | None = None) -> None:
+    """Refuse to unpickle foreign files on a torch whose weights_only loader has known bypasses."""
+    version = version or torch.__version__
+    try:
+        release = tuple(int(part) for part in version.split("+")[0].split(".")[:2])
+    except ValueError:
+        return  # a source build ("2.11.0a0+git...") is judged by its maintainer
+    if release < SAFE_TORCH_LOAD:
+        raise CheckpointError(
+            f"refusing to unpickle a .pt/.pth file with torch {version}: its weights_only loader has known "
+            f"code-execution bypasses (fixed in torch {'.'.join(map(str, SAFE_TORCH_LOAD))}); upgrade torch, "
+            "or give the weights as a .safetensors file (see SECURITY.md)"
+        )
+
+
 def load_foreign_state(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a .pt/.pth file, refusing anything but tensors (no code execution)."""
     path = Path(path)
@@ -168,6 +188,9 @@ def load_foreign_state(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder; give the .pt/.pth file inside it")
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    check_safe_torch_load()
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on a stderr line of its own
             warnings.simplefilter("ignore")

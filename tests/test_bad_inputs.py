@@ -261,6 +261,7 @@ def run_method_with(**settings) -> object:
 def api_cases() -> dict[str, tuple[Callable[[Files], object], tuple[str, ...]]]:
     from spotter.audit import AuditConfig
     from spotter.bench_spec import load_spec
+    from spotter.checkpoint import check_safe_torch_load
     from spotter.config import apply_overrides
     from spotter.data import conform
     from spotter.device import resolve_device
@@ -301,6 +302,7 @@ def api_cases() -> dict[str, tuple[Callable[[Files], object], tuple[str, ...]]]:
             lambda f: over_unlearning(torch.zeros(4, 6), torch.zeros(4, 6), (6,)), ("forget class 6", "0..5"),
         ),
         "accuracy labels of another length": (lambda f: accuracy(torch.zeros(4, 3), torch.zeros(5)), ("(4, 3)", "(5,)")),
+        "a .pt on a torch with weights_only bypasses": (lambda f: check_safe_torch_load("2.5.1"), ("torch 2.5.1", "2.10", "safetensors")),
         "conform to 2 channels": (lambda f: conform(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), 2, 4), ("3-channel", "2-channel")),
     }  # fmt: skip
 
@@ -341,6 +343,16 @@ def test_api_bad_input(case: str, f: Files) -> None:
     for needle in needles:
         assert needle in message, f"{needle!r} not in {message!r}"
     assert not (f.root / "pwned").exists()
+
+
+def test_an_old_torch_never_unpickles_a_foreign_file(f: Files, monkeypatch) -> None:
+    from spotter.checkpoint import load_foreign_state
+
+    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    with pytest.raises(ValueError, match="refusing to unpickle"):
+        load_foreign_state(f.plain_pt)
+    monkeypatch.undo()
+    assert list(load_foreign_state(f.plain_pt)) == ["w"]
 
 
 def test_catalogue_size() -> None:

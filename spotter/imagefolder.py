@@ -182,7 +182,14 @@ def eval_folder(root: Path) -> Path:
 def memory_budget() -> float:
     """Bytes of decoded images we keep in memory: $SPOTTER_MEMORY_BUDGET GiB, else 1/4 of RAM."""
     if os.environ.get("SPOTTER_MEMORY_BUDGET"):
-        return float(os.environ["SPOTTER_MEMORY_BUDGET"]) * 2**30
+        text = os.environ["SPOTTER_MEMORY_BUDGET"]
+        try:
+            gib = float(text)
+        except ValueError:
+            gib = -1.0
+        if not 0 <= gib < float("inf"):
+            raise ValueError(f"SPOTTER_MEMORY_BUDGET={text!r}: expected a number of GiB >= 0, e.g. 8")
+        return gib * 2**30
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4
     except (ValueError, OSError, AttributeError):

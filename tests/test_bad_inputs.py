@@ -110,7 +110,12 @@ def f(tmp_path_factory) -> Files:
     blob[b"labels"] = [0, 1, 42]
     batches["labels"].write_bytes(pickle.dumps(blob, protocol=2))
     batches["code"].write_bytes(pickle.dumps({b"data": RunsCode(root / "pwned"), b"labels": [0]}, protocol=2))
+    from PIL import Image
+
     for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (f.goodimages / split / cls).mkdir(parents=True)
+            Image.new("L", (8, 8), 40 if cls == "cat" else 200).save(f.goodimages / split / cls / "a.png")
         (f.noimages / split / "cat").mkdir(parents=True)
         (f.badimage / split / "cat").mkdir(parents=True)
         (f.badimage / split / "cat" / "a.png").write_bytes(b"\x89PNG but not really")
@@ -353,6 +358,12 @@ def test_an_old_torch_never_unpickles_a_foreign_file(f: Files, monkeypatch) -> N
         load_foreign_state(f.plain_pt)
     monkeypatch.undo()
     assert list(load_foreign_state(f.plain_pt)) == ["w"]
+
+
+def test_bad_memory_budget_is_named(f: Files, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("SPOTTER_MEMORY_BUDGET", "lots")
+    code, line = error_line(f, capsys, unlearn(f, *data("imagefolder", f.goodimages)))
+    assert code == 2 and "SPOTTER_MEMORY_BUDGET='lots'" in line and "GiB" in line
 
 
 def test_catalogue_size() -> None:

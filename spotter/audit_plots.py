@@ -121,8 +121,10 @@ def _relearn(plt: Any, result: dict, path: Path) -> bool:
 
 
 def _save(plt: Any, fig: Any, path: Path) -> bool:
+    from spotter.checkpoint import atomic_write
+
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png"))
     plt.close(fig)
     return True
 

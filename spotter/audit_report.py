@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from spotter.audit_sections import detail_sections, fmt, get, table
+from spotter.checkpoint import atomic_write
 from spotter.pipeline import write_json
 
 log = logging.getLogger("spotter")
@@ -133,6 +134,7 @@ def write_report(result: dict, out: str | Path, sources: dict[str, str] | None =
     paths = {"json": out / "audit.json", "md": out / "audit.md"}
     plots = plot_all(result, out)
     write_json(paths["json"], {**result, "summary": summary(result), "sources": sources or {}})
-    paths["md"].write_text(markdown(result, [str(p) for p in plots], sources))
+    text = markdown(result, [str(p) for p in plots], sources)
+    atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(text))
     paths.update({p.stem: p for p in plots})
     return paths

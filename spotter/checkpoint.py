@@ -23,6 +23,8 @@ from torch import nn
 from spotter.models import MODELS, Classifier, ModelSpec, build_model
 
 FORMAT = "spotter-1"
+_UMASK = os.umask(0o022)  # read the process umask (only os.umask returns it) and put it back
+os.umask(_UMASK)
 
 
 class CheckpointError(ValueError):
@@ -36,6 +38,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; give it the mode open() would
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spotter.checkpoint import atomic_write
 from spotter.evaluate import DIRECTION
 
 log = logging.getLogger("spotter")
@@ -40,6 +41,11 @@ COLUMNS = (
 DIRECTIONS = {**DIRECTION, "mia_efficacy": 0}
 REFERENCES = ("original", "retrained")
 RESULTS = "results.jsonl"
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (a crash never leaves half a report)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -254,7 +260,7 @@ def render(folder: str | Path) -> dict[str, Any]:
         tables = {"md": markdown_table(st), "csv": csv_table(st), "tex": latex_table(st)}
         for ext, text in tables.items():
             path = out / f"{st.slug}.{ext}"
-            path.write_text(text + "\n")
+            write_text(path, text + "\n")
             written.append(path)
         plots = plot_setting(st, folder, out)
         written += [p for p, _ in plots]
@@ -262,8 +268,8 @@ def render(folder: str | Path) -> dict[str, Any]:
         md += [f"## {st.title}", "", *(f"- {line}" for line in lines), "", tables["md"], ""]
         md += [f"![{caption}]({p.name})\n\n{caption}\n" for p, caption in plots]
         sections.append({"setting": st, "lines": lines, "plots": plots})
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    (out / "report.html").write_text(html_page(folder.name, rows, sections))
+    write_text(out / "report.md", "\n".join(md) + "\n")
+    write_text(out / "report.html", html_page(folder.name, rows, sections))
     written += [out / "report.md", out / "report.html"]
     return {
         "folder": out,

@@ -289,10 +289,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print(
-            f"spotter {args.command}: interrupted; finished epochs are checkpointed, rerun to resume",
+            f"spotter {args.command}: interrupted; {INTERRUPTED.get(args.command, 'nothing was written')}",
             file=sys.stderr,
         )
         return 130
+
+
+# what survives Ctrl-C, by command (the others write only when they finish)
+INTERRUPTED = {
+    **dict.fromkeys(("demo", "train", "tune"), "finished epochs are checkpointed, rerun to resume"),
+    "bench": "finished jobs are in OUT/results.jsonl, rerun to resume",
+}
 
 
 def _one_line(err: BaseException) -> str:

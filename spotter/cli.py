@@ -287,6 +287,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("spotter").debug("traceback", exc_info=True)
         print(f"spotter {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
+    except Exception as err:  # a failure deep inside torch, or a bug: still one line, the traceback with -v
+        logging.getLogger("spotter").debug("traceback", exc_info=True)
+        if type(err).__name__ == "OutOfMemoryError":
+            print(
+                f"spotter {args.command}: error: out of memory ({_one_line(err)[:160]}); lower batch_size "
+                "(--set / --train-set batch_size=N) or use another --device",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"spotter {args.command}: internal error: {type(err).__name__}: {_one_line(err)} "
+                "(rerun with -v for the traceback, and please report it)",
+                file=sys.stderr,
+            )
+        return 1
     except KeyboardInterrupt:
         print(
             f"spotter {args.command}: interrupted; {INTERRUPTED.get(args.command, 'nothing was written')}",

@@ -8,6 +8,7 @@ here (IDX, CIFAR pickles, image folders, checkpoints), never on downloads.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from collections.abc import Callable
@@ -364,6 +365,22 @@ def test_bad_memory_budget_is_named(f: Files, capsys, monkeypatch) -> None:
     monkeypatch.setenv("SPOTTER_MEMORY_BUDGET", "lots")
     code, line = error_line(f, capsys, unlearn(f, *data("imagefolder", f.goodimages)))
     assert code == 2 and "SPOTTER_MEMORY_BUDGET='lots'" in line and "GiB" in line
+
+
+def test_a_failure_deep_inside_is_one_line_with_the_traceback_under_v(
+    f: Files, capsys, monkeypatch, caplog
+) -> None:
+    import spotter.commands
+
+    def deep(args):
+        raise RuntimeError("CUDA error: device-side assert triggered\nCompile with TORCH_USE_CUDA_DSA")
+
+    monkeypatch.setattr(spotter.commands, "cmd_list", deep)
+    code, line = error_line(f, capsys, ["list", "methods"])
+    assert code == 1 and "internal error: RuntimeError: CUDA error" in line and "-v" in line
+    caplog.set_level(logging.DEBUG, logger="spotter")
+    assert main(["-v", "list", "methods"]) == 1
+    assert "Traceback" in caplog.text and "in deep" in caplog.text
 
 
 def test_catalogue_size() -> None:

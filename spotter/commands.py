@@ -233,7 +233,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from spotter.tune import parse_grid, tune
+    from spotter.tune import default_grid, grid_points, parse_grid, tune
 
     device = resolve_device(args.device)
     if args.out:
@@ -241,6 +241,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     cfg = methods.make_config(args.tune_method, dict(_pairs(args.overrides)), args.preset)
     if hasattr(cfg, "seed"):
         cfg = dataclasses.replace(cfg, seed=args.seed)
+    grid_points(cfg, parse_grid(args.grid) or default_grid(args.tune_method, cfg))  # before any training
     splits, info = prepare(data_config(args))
     spec = model_spec(info, args.model, args.width or (16 if args.model == "resnet18" else None))
     train = train_config(args)

@@ -73,6 +73,13 @@ def parse_grid(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str, lis
     }
 
 
+def grid_points(base: Any, grid: Mapping[str, list]) -> list[tuple[dict[str, Any], Any]]:
+    """Every (point, config) of the grid, all checked before any trial runs (a bad value fails at once)."""
+    keys = list(grid)
+    points = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())] or [{}]
+    return [(point, methods.check_config(apply_overrides(base, point))) for point in points]
+
+
 def score(forget_acc: float, retain_acc: float, reference: Mapping[str, float]) -> float:
     """|forget − retrained's forget| + |retain − original's retain| (lower is better)."""
     return abs(forget_acc - reference["forget_acc"]) + abs(retain_acc - reference["retain_acc"])
@@ -93,16 +100,15 @@ def tune(
         raise ValueError("tuning needs validation samples of forget and retain classes; raise --val-size")
     base = cfg if cfg is not None else methods.make_config(name)
     grid = dict(grid) if grid else default_grid(name, base)
+    configs = grid_points(base, grid)
     reference = {
         "forget_acc": evaluate_accuracy(retrained, val_forget),
         "retain_acc": evaluate_accuracy(original, val_retain),
     }
     keys = list(grid)
-    points = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())] or [{}]
-    log.info("tune %s: %d trials over %s", name, len(points), ", ".join(keys) or "(defaults only)")
+    log.info("tune %s: %d trials over %s", name, len(configs), ", ".join(keys) or "(defaults only)")
     trials, best, best_cfg = [], None, None
-    for point in points:
-        trial_cfg = apply_overrides(base, point)
+    for point, trial_cfg in configs:
         t0 = time.time()
         model = methods.run(name, original, splits, trial_cfg, protocol=protocol)
         row = {

@@ -218,6 +218,8 @@ CLI: dict[str, Callable[[Files], tuple[list[str], tuple[str, ...]]]] = {
     "--audit-set unknown check": lambda f: (audit(f, f.ckpt_safetensors, "--audit-set", "checks=xyz"), ("'xyz'", "relearn_time")),
     "--input-norm not a choice": lambda f: (audit(f, f.ckpt_safetensors, "--input-norm", "imagenet"), ("'imagenet'", "'dataset'", "--help")),
     "--width not a number": lambda f: (["train", *SYNTH, "--width", "wide", "--out", str(f.root / "t")], ("'wide'", "int")),
+    "tune grid value out of range": lambda f: (["tune", "spotter", *SYNTH, "--model", "tiny", "--grid", "lr=1e-3,-1"], ("lr=-1.0", "(0, ∞)")),
+    "tune grid unknown key": lambda f: (["tune", "spotter", *SYNTH, "--model", "tiny", "--grid", "rate=1,2"], ("'rate'", "lambda2")),
     # ε and α
     "eval ε above 1": lambda f: (evaluate(f, f.ckpt_safetensors, "--eval-set", "eps=2"), ("eps", "2.0", "(0, 1]")),
     "eval ε zero": lambda f: (evaluate(f, f.ckpt_safetensors, "--eval-set", "eps=0"), ("eps", "(0, 1]")),

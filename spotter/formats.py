@@ -90,12 +90,17 @@ def read_cifar_batch(path: str | Path, label_key: str) -> tuple[np.ndarray, np.n
             raise DataFormatError(
                 f"{path}: key {key!r} missing (found {sorted(blob)}); expected 'data' and {label_key!r}"
             )
-    data, labels = np.asarray(blob["data"]), blob[label_key]
-    if data.dtype != np.uint8:  # a cast would wrap values above 255 silently
-        raise DataFormatError(f"{path}: 'data' has dtype {data.dtype}, expected uint8 pixels")
     try:
-        labels = np.asarray(labels)
-        if labels.dtype.kind not in "iu":
+        data = np.asarray(blob["data"])
+    except (TypeError, ValueError) as err:  # ragged lists
+        raise DataFormatError(f"{path}: 'data' is not an array of pixels ({err})") from None
+    integers = data.dtype.kind in "iu" and (data.size == 0 or 0 <= data.min() <= data.max() <= 255)
+    if data.dtype != np.uint8 and not integers:  # a cast would wrap or truncate values silently
+        raise DataFormatError(f"{path}: 'data' has dtype {data.dtype}, expected uint8 pixels (0..255)")
+    data = data.astype(np.uint8, copy=False)
+    try:
+        labels = np.asarray(blob[label_key])
+        if labels.size and labels.dtype.kind not in "iu":
             raise ValueError(f"dtype {labels.dtype}")
         labels = labels.astype(np.int64)
     except (TypeError, ValueError) as err:

@@ -57,7 +57,7 @@ ROWS: list[tuple[str, Callable[[dict], Any], str, str, str]] = [
     ("PRA forget acc (scaled)", _pra_at_curve("scaled"), LOWER, "%", "our stronger row: the prototype scaled to the head's median retain-row norm, with the median retain bias (same K)"),
     ("PRA strongest", _strongest_pra, LOWER, "%", "the highest forget test accuracy of any PRA variant and any K"),
     ("dispersion", get("eval", "dispersion"), LOWER, "", "mean pairwise cosine similarity of forget-class test features (low = no usable prototype)"),
-    ("few-shot FT forget acc", get("finetune", "test_forget_acc", -1), LOWER, "%", "forget test accuracy after fine-tuning on K forget + K retain images for the largest step budget"),
+    ("few-shot FT forget acc", get("finetune", "test_forget_acc", -1), LOWER, "%", "forget test accuracy after fine-tuning on K forget + K retain images for the largest step budget, at the attacker's best lr (highest overall test accuracy)"),
     ("relearn time", get("relearn_time", "draws"), HIGHER, "draws", "SGD draws (relearn.draw samples each, lr 0.1) until the D_f loss falls to the original's (SCRUB; capped at relearn.cap; the original scores 0)"),
     ("linear probe AUROC", get("probe", "auroc"), LOWER, "", "forget-vs-rest logistic regression on frozen features, scored on test images (0.5 = no forget-class information; the retrained model shows what a model that never saw D_f keeps)"),
     ("MIA efficacy", get("mia", "mia_efficacy"), REFERENCE, "%", "SalUn/Sparse: share of D_f the SVC attacker calls NON-member (higher = better forgetting; retrained is the target, not 100)"),

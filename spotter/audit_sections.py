@@ -140,7 +140,12 @@ def _finetune(result: dict) -> list[str]:
     steps = next(f for f in ft.values() if f)["steps"]
 
     def cell(m: str, i: int) -> str:
-        return f"{ft[m]['test_forget_acc'][i]:.2f} / {ft[m]['test_retain_acc'][i]:.2f}" if ft[m] else "-"
+        if not ft[m]:
+            return "-"
+        lr = ft[m].get("lr", [0.0] * len(steps))[i]
+        return f"{ft[m]['test_forget_acc'][i]:.2f} / {ft[m]['test_retain_acc'][i]:.2f}" + (
+            f" (lr {lr:g})" if i else ""
+        )
 
     rows = [[str(s), *(cell(m, i) for m in models)] for i, s in enumerate(steps)]
     return [

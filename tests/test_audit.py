@@ -237,6 +237,18 @@ def test_finetune_relearn_recovers_a_head_suppressed_class(original, splits):
     assert res["test_forget_acc"][-1] > 80
 
 
+def test_finetune_attacker_never_keeps_a_diverged_run(original, splits):
+    """A learning rate that blows the model up (NaN or one class everywhere) is never the reported run."""
+    model = suppressed(original, splits.forget_classes)
+    sane = finetune_relearn(model, splits, FinetuneConfig(steps=(10,), lrs=(0.01,)))
+    mixed = finetune_relearn(model, splits, FinetuneConfig(steps=(10,), lrs=(1e4, 0.01)))
+    assert mixed["lr"] == [0.0, 0.01]
+    assert mixed["test_forget_acc"] == sane["test_forget_acc"]
+    assert mixed["test_retain_acc"] == sane["test_retain_acc"]
+    with pytest.raises(ValueError, match="every lr > 0"):
+        FinetuneConfig(lrs=(0.01, -1.0))
+
+
 def test_relearn_time_zero_for_original_and_positive_when_suppressed(original, splits):
     train = TensorSet(
         torch.cat([splits.forget.x, splits.retain.x]), torch.cat([splits.forget.y, splits.retain.y])

@@ -188,6 +188,6 @@ def test_dataset_presets_are_picked_by_name():
     assert methods.default_preset("spotter", "synthetic") is None
     assert methods.default_preset("spotter", None) is None
     shipped = methods.make_config("spotter", preset="fashion-mnist")
-    assert (shipped.lr, shipped.train_head) == (5e-4, False)
+    assert (shipped.lr, shipped.train_head, shipped.temperature, shipped.lambda2) == (7e-4, False, 2.0, 1.25)
     authors = methods.make_config("spotter", preset="authors")
     assert (authors.lr, authors.lambda1, authors.lambda2, authors.epochs) == (1e-4, 0.7, 1.0, 10)

@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict
 
 from spotter import methods
+from spotter.device import resolve_device
 from spotter.evaluate import EvalConfig, Evaluator
 from spotter.pipeline import DataConfig, model_spec, prepare
 from spotter.table import markdown
@@ -34,17 +35,19 @@ def main() -> None:
     p.add_argument("--retain-limit", type=int, default=10000, help="retain_acc on a subset (speed)")
     p.add_argument("--references", action="store_true", help="also evaluate original and retrained")
     p.add_argument("--out", default="runs/search.jsonl")
+    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda:N")
     args = p.parse_args()
+    device = resolve_device(args.device)
     logging.basicConfig(level=logging.WARNING)
     data = DataConfig(forget=tuple(int(c) for c in args.forget.split(",")))
     splits, info = prepare(data)
     spec = model_spec(info, "resnet18", args.width)
     train = TrainConfig(epochs=args.epochs)
-    original, _ = reference_model("original", info.name, splits, spec, train)
+    original, _ = reference_model("original", info.name, splits, spec, train, device=device)
     evaluator = Evaluator(original, splits, EvalConfig(retain_limit=args.retain_limit))
     rows = []
     if args.references:
-        retrained, _ = reference_model("retrained", info.name, splits, spec, train)
+        retrained, _ = reference_model("retrained", info.name, splits, spec, train, device=device)
         rows += [{"model": "original", **evaluator(original)}, {"model": "retrained", **evaluator(retrained)}]
     for text in args.settings or ["{}"]:
         overrides = json.loads(text)

@@ -145,6 +145,11 @@ def main() -> None:
     p.add_argument(
         "--gpu-check", action="store_true", help="width-64 ResNet-18, 1 and 3 full epochs, bf16/cl on/off"
     )
+    p.add_argument(
+        "--check-epochs",
+        default="1,3",
+        help="--gpu-check: epoch counts timed per setting (e.g. 1 for a short check)",
+    )
     p.add_argument("--forget", type=int, default=0)
     args = p.parse_args()
     if args.threads:
@@ -219,7 +224,7 @@ def gpu_check(spec: ModelSpec, train: TensorSet, base: TrainConfig, device: torc
     for amp, cl in (("bf16", True), ("off", False), ("bf16", False), ("off", True)):
         cfg = dataclasses.replace(base, amp=amp, channels_last=cl)
         bare = bare_loop(spec, train, cfg, device, min(steps, 200))
-        for epochs in (1, 3):
+        for epochs in (int(e) for e in args.check_epochs.split(",")):
             rate, _ = fit_rate(spec, train, cfg, device, steps, epochs)
             rows.append([amp, str(cl), str(epochs), f"{rate:.0f}", f"{bare:.0f}", f"{rate / bare:.2f}"])
             print(

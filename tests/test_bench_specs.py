@@ -1,0 +1,60 @@
+"""The issue-3 spec covers every method and combination; tuned tables are written from tune JSONs."""
+
+import dataclasses
+import importlib.util
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+from spotter import methods
+from spotter.bench_spec import load_spec
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _tuned_sections():
+    spec = importlib.util.spec_from_file_location("tuned_sections", BENCHMARKS / "tuned_sections.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fm_methods_spec_has_every_method_and_combination() -> None:
+    spec = load_spec(BENCHMARKS / "fm_methods.toml")
+    run = {j["config"]["method"] for j in spec.jobs if j["config"].get("method")}
+    expected = (set(methods.available()) - {"retrain"}) | set(methods.combinations())
+    assert expected <= run, sorted(expected - run)
+
+
+def _tune_file(path: Path, method: str, trials: list[dict], **config) -> None:
+    full = json.loads(json.dumps(dataclasses.asdict(methods.make_config(method, config))))
+    path.write_text(
+        json.dumps({"method": method, "best": {}, "config": full, "reference": {}, "trials": trials})
+    )
+
+
+def test_tuned_sections_pools_files_and_writes_only_changed_settings(tmp_path: Path, monkeypatch) -> None:
+    tune = tmp_path / "tune"
+    tune.mkdir()
+    trial = {"forget_acc": 0.0, "retain_acc": 90.0, "time_s": 1.0}
+    _tune_file(tune / "scrub.json", "scrub", [{"lr": "5e-4", **trial, "score": 9.0}], lr=5e-4, epochs=1)
+    _tune_file(tune / "scrub_extra.json", "scrub", [{"lr": "1e-4", **trial, "score": 2.0}], lr=1e-4, epochs=1)
+    default_lr = methods.make_config("grad_ascent").lr
+    _tune_file(tune / "grad_ascent.json", "grad_ascent", [{"lr": "x", **trial, "score": 1.0}], lr=default_lr)
+    spec = tmp_path / "spec.toml"
+    head = (BENCHMARKS / "fm_methods.toml").read_text().split(_tuned_sections().MARKER)[0]
+    spec.write_text(head + _tuned_sections().MARKER + "\n[methods.stale]\nlr = 1\n")
+    monkeypatch.setattr(sys, "argv", ["tuned_sections", str(tune), str(spec), "--combos", "scrub"])
+    _tuned_sections().main()
+    tables = tomllib.loads(spec.read_text())["methods"]
+    assert "stale" not in tables
+    assert tables["scrub"] == {"lr": 1e-4, "epochs": 1}  # the extra file's winner, with its --set value
+    assert tables["scrub+spotter"] == {
+        "lr": 1e-4,
+        "epochs": 1,
+        "spotter_temperature": 2.0,
+        "spotter_lambda2": 1.25,
+    }
+    assert tables["grad_ascent"] == {}  # the defaults won: nothing to override
+    assert "grad_ascent+spotter" not in tables

@@ -6,8 +6,10 @@ faces: writes a synthetic CASIA-WebFace-shaped tree (spotter.facedata.write_synt
   reports identification (head) and verification (embedding templates, TAR at FAR 1e-2 / 1e-3)
   measures next to the foundation measures. A few minutes on one CPU core.
 fashion: the registered `vit` (dim 128, 6 blocks, patch 4) on Fashion-MNIST, forget class 0:
-  original, retrained (cached by spotter.zoo) and Spotter with the foundation measures. Runtime:
-  to be measured (hours on a 2-core CPU; minutes on a GPU).
+  original, retrained (cached by spotter.zoo) and Spotter with the foundation measures. Runtime
+  on one core of a 2-core CPU with `--epochs 8 --vit-width 64`: 39 min (90-125 s per training
+  epoch, ~4.3 min per Spotter run); the table is in benchmarks/README.md. Default width 128 and
+  20 epochs: roughly 2 h there, minutes on a GPU (not measured).
 
     python benchmarks/faces_vit.py faces --out runs/faces_vit
     python benchmarks/faces_vit.py fashion --out runs/faces_vit [--epochs 20 --device cuda]

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One short GPU session that produces the GPU numbers in benchmarks/README.md ("GPU session"):
+# One short GPU loan, prepared as a single call (a loan is minutes long and there is no time for a
+# second try). Status: tried end to end on a CPU with DEV=cpu; not yet run on a GPU. It does:
 #   1. (with --check) the GPU path check: width-64 ResNet-18 on Fashion-MNIST, one epoch of `fit`
 #      against the bare loop with bf16 autocast and channels_last on/off (throughput.py --gpu-check),
 #      then `spotter train` under torchrun (DDP over NCCL, one process) for one epoch;

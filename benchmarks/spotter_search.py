@@ -32,6 +32,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="original/retrained epochs")
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--preset", default=None)
+    p.add_argument(
+        "--seed", type=int, default=0, help="training and unlearning seed, as `spotter demo --seed`"
+    )
     p.add_argument("--retain-limit", type=int, default=10000, help="retain_acc on a subset (speed)")
     p.add_argument("--references", action="store_true", help="also evaluate original and retrained")
     p.add_argument("--out", default="runs/search.jsonl")
@@ -42,7 +45,7 @@ def main() -> None:
     data = DataConfig(forget=tuple(int(c) for c in args.forget.split(",")))
     splits, info = prepare(data)
     spec = model_spec(info, "resnet18", args.width)
-    train = TrainConfig(epochs=args.epochs)
+    train = TrainConfig(epochs=args.epochs, seed=args.seed)
     original, _ = reference_model("original", info.name, splits, spec, train, device=device)
     evaluator = Evaluator(original, splits, EvalConfig(retain_limit=args.retain_limit))
     rows = []
@@ -50,13 +53,14 @@ def main() -> None:
         retrained, _ = reference_model("retrained", info.name, splits, spec, train, device=device)
         rows += [{"model": "original", **evaluator(original)}, {"model": "retrained", **evaluator(retrained)}]
     for text in args.settings or ["{}"]:
-        overrides = json.loads(text)
+        overrides = {"seed": args.seed, **json.loads(text)}
         cfg = methods.make_config("spotter", overrides, args.preset)
         t0 = time.time()
         model = methods.run("spotter", original, splits, cfg)
         row = {"model": f"spotter {text}", **evaluator(model), "time_s": time.time() - t0}
         row["config"] = asdict(cfg)
         row["forget_classes"] = list(splits.forget_classes)
+        row["seed"] = args.seed
         rows.append(row)
         with open(args.out, "a") as fh:
             fh.write(json.dumps({k: v for k, v in row.items() if k != "pra_curve"}) + "\n")

@@ -55,6 +55,13 @@ tune l1_sparse l1_sparse --grid lr=1e-2,3e-2,1e-1 --set epochs=2
 tune random_label random_label --grid lr=3e-3,1e-2,3e-2 --set epochs=2
 tune salun salun --grid lr=3e-3,1e-2,3e-2 --set epochs=2
 
+# "+spotter" combinations whose λ2 1.25 (the preset's) collapsed retain accuracy in fm_methods.toml:
+# their spotter_lambda2 alone, at the base's tuned settings (set by hand in fm_methods.toml).
+tune random_label+spotter random_label+spotter --set lr=0.03 epochs=2 spotter_temperature=2.0 \
+  --grid spotter_lambda2=0.05,0.25
+tune bad_teacher+spotter bad_teacher+spotter --set spotter_temperature=2.0 --grid spotter_lambda2=0.05,0.25
+tune unsir+spotter unsir+spotter --set impair_lr=0.005 spotter_temperature=2.0 --grid spotter_lambda2=0.05,0.25
+
 python3 - "$out" <<'EOF'
 import json, pathlib, sys
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
@@ -63,3 +70,4 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
     print(f"{r['method']:16s} best {r['best']}  val forget {best['forget_acc']:.2f}  "
           f"val retain {best['retain_acc']:.2f}  score {best['score']:.2f}")
 EOF
+

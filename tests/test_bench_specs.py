@@ -58,3 +58,50 @@ def test_tuned_sections_pools_files_and_writes_only_changed_settings(tmp_path: P
     }
     assert tables["grad_ascent"] == {}  # the defaults won: nothing to override
     assert "grad_ascent+spotter" not in tables
+
+
+def _methods_table():
+    spec = importlib.util.spec_from_file_location("methods_table", BENCHMARKS / "methods_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(label: str, kind: str, order: int, forget: float, test_retain: float, ou: float, pra: float) -> dict:
+    return {
+        "label": label,
+        "kind": kind,
+        "order": order,
+        "forget_acc": forget,
+        "retain_acc": 95.0,
+        "test_forget_acc": forget,
+        "test_retain_acc": test_retain,
+        "ou_pgd": ou,
+        "ou_gaussian": 0.1,
+        "pra_forget_acc": pra,
+        "pra_alpha": 0.5,
+        "dispersion": 0.5,
+        "time_s": 10.0,
+        "wall_s": 30.0,
+    }
+
+
+def test_methods_table_reads_bars_ranks_and_spotter_deltas(tmp_path: Path, monkeypatch, capsys) -> None:
+    rows = [
+        _row("salun+spotter", "method", 4, 0.0, 93.0, 0.002, 1.0),
+        _row("original", "reference", 0, 90.0, 94.0, 0.03, 86.0),
+        _row("salun", "method", 3, 0.0, 93.5, 0.008, 70.0),
+        _row("scar", "method", 2, 12.5, 85.9, 0.02, 40.0),
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(sys, "argv", ["methods_table", str(tmp_path)])
+    _methods_table().main()
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[2].startswith("| original |") and lines[3].startswith("| scar |")  # spec order
+    assert "misses: scar: forget 12.50, test_retain 85.90" in out
+    assert "misses: salun" not in out
+    ranked = out.split("ranked by PRA forget")[1]
+    assert " 1. salun+spotter: 1\n" in ranked and " 2. salun: 70\n" in ranked  # lower PRA first
+    assert "scar" not in ranked  # not a full forgetter
+    assert "salun: OU@ε 0.0080 → 0.0020 (-0.0060), PRA 70.00 → 1.00 (-69.00)" in out

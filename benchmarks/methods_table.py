@@ -17,18 +17,21 @@ import argparse
 import json
 from pathlib import Path
 
-COLUMNS = [
-    ("forget_acc", "forget", "{:.2f}"),
-    ("retain_acc", "retain", "{:.2f}"),
-    ("test_forget_acc", "test_forget", "{:.2f}"),
-    ("test_retain_acc", "test_retain", "{:.2f}"),
-    ("ou_pgd", "OU@ε pgd", "{:.4f}"),
-    ("ou_gaussian", "OU@ε gauss", "{:.4f}"),
-    ("pra_forget_acc", "PRA forget", "{:.2f}"),
-    ("pra_alpha", "PRA α", "{:.2f}"),
-    ("dispersion", "dispersion", "{:.4f}"),
-    ("time_s", "time s", "{:.0f}"),
-]
+from spotter.table import markdown
+
+COLUMNS = (
+    ("label", "method"),
+    ("forget_acc", "forget"),
+    ("retain_acc", "retain"),
+    ("test_forget_acc", "test_forget"),
+    ("test_retain_acc", "test_retain"),
+    ("ou_pgd", "OU@ε pgd"),
+    ("ou_gaussian", "OU@ε gauss"),
+    ("pra_forget_acc", "PRA forget"),
+    ("pra_alpha", "PRA α"),
+    ("dispersion", "dispersion"),
+    ("time_s", "time s"),
+)
 
 
 def load_rows(run: Path) -> list[dict]:
@@ -36,19 +39,14 @@ def load_rows(run: Path) -> list[dict]:
     if not path.is_file():
         raise SystemExit(f"error: no results.jsonl in {run} (run `spotter bench SPEC --out {run}` first)")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    labels = [r["label"] for r in rows]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise SystemExit(
+            f"error: {run} holds several rows for {', '.join(repeated)} (several seeds or forget sets, "
+            "or rows of an older spec); this script reads one row per method: use `spotter report`"
+        )
     return sorted(rows, key=lambda r: r["order"])
-
-
-def cell(row: dict, key: str, fmt: str) -> str:
-    value = row.get(key)
-    return "-" if value is None else fmt.format(value)
-
-
-def table(rows: list[dict]) -> str:
-    head = "| method | " + " | ".join(c[1] for c in COLUMNS) + " |"
-    rule = "|---" * (len(COLUMNS) + 1) + "|"
-    body = [f"| {r['label']} | " + " | ".join(cell(r, k, f) for k, _, f in COLUMNS) + " |" for r in rows]
-    return "\n".join([head, rule, *body])
 
 
 def main() -> None:
@@ -66,7 +64,7 @@ def main() -> None:
     if "original" not in by_label:
         raise SystemExit("error: the run has no 'original' row; the bar is relative to it")
     original = by_label["original"]
-    print(table(rows))
+    print(markdown(rows, COLUMNS))
     print()
 
     methods = [r for r in rows if r["kind"] != "reference"]

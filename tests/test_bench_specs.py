@@ -7,6 +7,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from spotter import methods
 from spotter.bench_spec import load_spec
 
@@ -105,3 +107,15 @@ def test_methods_table_reads_bars_ranks_and_spotter_deltas(tmp_path: Path, monke
     assert " 1. salun+spotter: 1\n" in ranked and " 2. salun: 70\n" in ranked  # lower PRA first
     assert "scar" not in ranked  # not a full forgetter
     assert "salun: OU@ε 0.0080 → 0.0020 (-0.0060), PRA 70.00 → 1.00 (-69.00)" in out
+
+
+def test_methods_table_refuses_several_rows_per_method(tmp_path: Path, monkeypatch) -> None:
+    rows = [
+        _row("original", "reference", 0, 90.0, 94.0, 0.03, 86.0),
+        _row("salun", "method", 1, 0, 93, 0.01, 70),
+    ]
+    rows.append({**rows[1], "order": 2})  # a second seed of the same method
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(sys, "argv", ["methods_table", str(tmp_path)])
+    with pytest.raises(SystemExit, match="several rows for salun"):
+        _methods_table().main()

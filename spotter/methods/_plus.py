@@ -14,9 +14,9 @@ temperature, the forget batch size and the neighbourhood settings); its NEEDS is
 base's and Spotter's ("forget"). Bases take part by accepting `extra_loss` in `unlearn` (see
 `_common.step`). Measured on Fashion-MNIST (benchmarks/README.md, "Every method on the embedded
 default"): bases that move the weights fast (SGD lr 3e-2, Adam 5e-3..1e-2) need a much smaller λ2
-(0.05) or lr, and unsir+spotter collapsed at every λ2 tried. Which cannot, and why: `retrain` trains from scratch through the shared trainer
-(it has no original to distil and must stay the exact-unlearning reference); `spotter` already is
-these terms.
+(0.05) or lr, and unsir+spotter collapsed at every λ2 tried. Which cannot, and why: `retrain`
+trains from scratch through the shared trainer (it has no original to distil and must stay the
+exact-unlearning reference); `spotter` already is these terms.
 """
 
 from __future__ import annotations

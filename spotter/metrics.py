@@ -42,7 +42,8 @@ def per_class_accuracy(logits: torch.Tensor, y: torch.Tensor, num_classes: int) 
 
 def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """KL(p ‖ q) per row, natural log; +inf where q = 0 < p. (B,)."""
-    return (torch.special.xlogy(p, p) - torch.special.xlogy(p, q)).sum(-1)
+    kl = (torch.special.xlogy(p, p) - torch.special.xlogy(p, q)).sum(-1)
+    return kl.clamp_min(0.0)  # KL >= 0; nearly equal rows can round to -1e-7 (tests/test_fuzz.py)
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -90,7 +90,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def _method_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("unlearning method")
     g.add_argument("--method", default="spotter", help="method name (see `spotter list methods`)")
-    g.add_argument("--preset", help="named setting of the method, e.g. spotter's 'authors'")
+    g.add_argument(
+        "--preset",
+        help="named setting of the method, e.g. spotter's 'authors' (the paper's values) or "
+        "'fashion-mnist-paper' (the paper's objective tuned for Fashion-MNIST); `spotter list presets`",
+    )
     g.add_argument(
         "--set",
         nargs="*",

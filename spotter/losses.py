@@ -11,6 +11,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from spotter.models.heads import cosine_logits, is_cosine
 
 
 def masked_log_probs(
@@ -76,3 +79,65 @@ def dispersion(feats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if n_pairs == 0:
         return feats.new_zeros(())
     return (sim * same).sum() / n_pairs
+
+
+def prototype_attack_loss(
+    feats: torch.Tensor,
+    y: torch.Tensor,
+    head: nn.Module,
+    forget_classes: Sequence[int],
+    generator: torch.Generator,
+    shots: Sequence[int] = (1, 5, 10, 20),
+    alpha_low: float = 0.5,
+    variants: Sequence[str] = ("cosine", "scaled"),
+) -> torch.Tensor:
+    """A simulated Prototypical Relearning Attack inside a batch (our extension; method.md §4).
+
+    For each forget class c with at least K + 2 samples in the batch (K drawn from `shots`), K of
+    them are the attacker's shots and give the prototype p̂ = normalise(mean of their features);
+    row c of the head becomes α·row + (1-α)·(its current row), α ~ U(alpha_low, 1), for each of
+    `variants`: PRA's cosine row (p̂, bias 0) and our scaled row (median retain-row norm · p̂,
+    median retain bias); a cosine head reads only the row's direction, so it gets one row. The
+    loss is the mean over the other samples of c of -log(1 - P(c)) under the attacked head: the
+    probability mass the attack would win back. The head enters detached, so only the features
+    move: minimising the loss scatters the forget class in the directions the attack exploits.
+    0 when no forget class has enough samples in the batch.
+    """
+    for v in variants:
+        if v not in ("cosine", "scaled"):
+            raise ValueError(f"unknown prototype variant {v!r}; valid choices: cosine, scaled")
+    w = head.weight.detach().float()
+    cosine_head = is_cosine(head)
+    if cosine_head:
+        logits = cosine_logits(feats.float(), w, head.scale)
+        rows = {"cosine": (1.0, 0.0)}
+    else:
+        b = head.bias.detach().float() if head.bias is not None else w.new_zeros(len(w))
+        keep = torch.ones(len(w), dtype=torch.bool, device=w.device)
+        keep[list(forget_classes)] = False
+        logits = feats.float() @ w.T + b
+        rows = {"cosine": (1.0, 0.0), "scaled": (w[keep].norm(dim=1).median(), b[keep].median())}
+    losses = []
+    for c in forget_classes:
+        idx = (y == c).nonzero().flatten()
+        k = int(shots[int(torch.randint(len(shots), (1,), generator=generator))])
+        if len(idx) < k + 2:
+            continue
+        perm = idx[torch.randperm(len(idx), generator=generator).to(idx.device)]
+        shot, query = perm[:k], perm[k:]
+        p_hat = F.normalize(feats[shot].float().mean(0), dim=0)
+        alpha = alpha_low + (1 - alpha_low) * float(torch.rand((), generator=generator))
+        f, z = feats[query].float(), logits[query]
+        others = torch.cat([z[:, :c], z[:, c + 1 :]], dim=1).logsumexp(1)
+        if cosine_head:
+            row = F.normalize(alpha * p_hat + (1 - alpha) * F.normalize(w[c], dim=0), dim=0)
+            attacked = [head.scale * F.normalize(f, dim=1) @ row]
+        else:
+            attacked = [
+                alpha * (scale * (f @ p_hat) + bias) + (1 - alpha) * z[:, c]
+                for scale, bias in (rows[v] for v in dict.fromkeys(variants))
+            ]
+        losses += [F.softplus(z_c - others).mean() for z_c in attacked]  # -log(1 - P(c))
+    if not losses:
+        return feats.new_zeros(())
+    return torch.stack(losses).mean()

@@ -154,7 +154,8 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
     preset = cfg.preset or methods.default_preset(cfg.method, cfg.data.dataset)
     if preset is not None and cfg.preset is None:
         log.info(
-            "%s: using the %r preset shipped for %s (--preset authors for the paper's values)",
+            "%s: using the %r preset shipped for %s (--preset authors for the paper's values; "
+            "`spotter list presets` shows them all)",
             cfg.method,
             preset,
             cfg.data.dataset,

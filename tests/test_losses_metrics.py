@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy
 
-from spotter.losses import dispersion, kd, masked_kd, masked_log_probs, masked_probs
+from spotter.attacks import pra_sweep
+from spotter.losses import dispersion, kd, masked_kd, masked_log_probs, masked_probs, prototype_attack_loss
 from spotter.metrics import (
     LN2,
     accuracy,
@@ -22,6 +23,7 @@ from spotter.metrics import (
     over_unlearning,
     per_class_accuracy,
 )
+from spotter.models.heads import CosineHead
 
 GEN = torch.Generator().manual_seed(0)
 
@@ -135,6 +137,77 @@ def test_dispersion_ignores_cross_class_pairs():
 
 
 # --- divergences (method.md §3) --------------------------------------------------------------------
+
+
+def _prototype_setting(seed: int = 0):
+    """A 4-class head on 8-d features; every class, forget class 0 included, on its own axis."""
+    g = torch.Generator().manual_seed(seed)
+    head = torch.nn.Linear(8, 4)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(4, 8) * 3)
+        head.bias.zero_()
+    forget = (torch.eye(8)[0] * 4 + 0.3 * torch.rand(64, 8, generator=g)).relu()
+    retain = torch.cat([(torch.eye(8)[k] * 4 + 0.3 * torch.rand(32, 8, generator=g)) for k in (1, 2, 3)])
+    retain_y = torch.arange(1, 4).repeat_interleave(32)
+    return head, forget, retain, retain_y
+
+
+def _pra_forget_acc(head, forget, retain, retain_y, variant):
+    zeros = torch.zeros(len(forget), dtype=torch.long)
+    feats = {"forget": (forget, zeros), "test_forget": (forget, zeros), "test_retain": (retain, retain_y)}
+    res = pra_sweep(head, forget[:5], zeros[:5], (0,), feats, alphas=(1.0,), variant=variant)
+    return res.test_forget_acc[0]
+
+
+def test_prototype_attack_loss_trains_features_the_attack_cannot_use():
+    head, forget, retain, retain_y = _prototype_setting()
+    # the forget row points away (as after unlearning): class 0 is not predicted, but PRA restores it
+    with torch.no_grad():
+        head.weight[0] = -head.weight[0]
+    y = torch.zeros(len(forget), dtype=torch.long)
+    assert _pra_forget_acc(head, forget, retain, retain_y, "cosine") > 90
+    assert _pra_forget_acc(head, forget, retain, retain_y, "scaled") > 90
+    feats = forget.clone().requires_grad_(True)
+    opt = torch.optim.Adam([feats], lr=0.05)
+    g = torch.Generator().manual_seed(0)
+    first = prototype_attack_loss(feats, y, head, (0,), g).item()
+    for _ in range(300):
+        loss = prototype_attack_loss(feats.relu(), y, head, (0,), g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert head.weight.grad is None  # the head is read, never trained
+    assert loss.item() < 0.1 * first
+    moved = feats.detach().relu()
+    assert _pra_forget_acc(head, moved, retain, retain_y, "cosine") < 10
+    assert _pra_forget_acc(head, moved, retain, retain_y, "scaled") < 10
+
+
+def test_prototype_attack_loss_is_zero_without_enough_samples_and_checks_variants():
+    head, forget, _, _ = _prototype_setting()
+    g = torch.Generator().manual_seed(0)
+    y = torch.zeros(64, dtype=torch.long)
+    assert prototype_attack_loss(forget[:6], y[:6], head, (0,), g, shots=(5,)).item() == 0.0
+    assert prototype_attack_loss(forget[:7], y[:7], head, (0,), g, shots=(5,)).item() > 0
+    # samples of a retain class are never shots or queries
+    assert prototype_attack_loss(forget[:8], y[:8] + 1, head, (0,), g, shots=(5,)).item() == 0.0
+    with pytest.raises(ValueError, match="'l2'.*cosine, scaled"):
+        prototype_attack_loss(forget, y, head, (0,), g, variants=("l2",))
+
+
+def test_prototype_attack_loss_on_a_cosine_head():
+    _, forget, _, _ = _prototype_setting()
+    head = CosineHead(8, 4, scale=16.0)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(4, 8))
+        head.weight[0] = -head.weight[0]
+    y = torch.zeros(len(forget), dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    aligned = prototype_attack_loss(forget, y, head, (0,), g, shots=(5,), alpha_low=1.0).item()
+    # features spread over the retain rows' directions leave the prototype no common direction
+    spread = torch.eye(8)[torch.arange(64) % 3 + 1] * 4
+    scattered = prototype_attack_loss(spread, y, head, (0,), g, shots=(5,), alpha_low=1.0).item()
+    assert aligned > 5 and scattered < aligned / 5
 
 
 def random_dists(b: int, k: int, seed: int, zeros: bool = False) -> np.ndarray:

@@ -380,7 +380,7 @@ def test_plus_spotter_adds_exactly_spotters_terms():
     hook = _plus.SpotterTerms(model, splits, cfg, seed=0)
     value = hook(model)
     idx = spotter_method.spread_order(hook.y, torch.Generator().manual_seed(0))[:16]
-    _, kd_nb, disp = spotter_method.spotter_terms(
+    _, kd_nb, disp, _ = spotter_method.spotter_terms(
         model,
         to_float(splits.forget.x[idx]),
         hook.x_nb[idx],

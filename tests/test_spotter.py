@@ -94,10 +94,13 @@ def test_spotter_terms_match_the_loss_functions(reference):
     student = copy.deepcopy(model).eval()
     with torch.no_grad():
         student.head.weight.add_(0.1)  # differ from the teacher
-        kd_clean, kd_nb, disp = spotter_method.spotter_terms(student, x, x_nb, y, t_clean, t_nb, (0,), 2.0)
+        kd_clean, kd_nb, disp, feats = spotter_method.spotter_terms(
+            student, x, x_nb, y, t_clean, t_nb, (0,), 2.0
+        )
         assert kd_clean.item() == pytest.approx(masked_kd(student(x), t_clean, (0,), 2.0).item(), rel=1e-5)
         assert kd_nb.item() == pytest.approx(masked_kd(student(x_nb), t_nb, (0,), 2.0).item(), rel=1e-5)
         assert disp.item() == pytest.approx(dispersion(student.features(x), y).item(), rel=1e-5)
+        assert torch.allclose(feats, student.features(x), atol=1e-5)
     assert kd_clean.item() > 0 and kd_nb.item() > 0
 
 
@@ -188,6 +191,28 @@ def test_dataset_presets_are_picked_by_name():
     assert methods.default_preset("spotter", "synthetic") is None
     assert methods.default_preset("spotter", None) is None
     shipped = methods.make_config("spotter", preset="fashion-mnist")
-    assert (shipped.lr, shipped.train_head, shipped.temperature, shipped.lambda2) == (7e-4, False, 2.0, 1.25)
+    assert (shipped.lr, shipped.train_head, shipped.temperature) == (7e-4, False, 4.0)
+    assert (shipped.lambda1, shipped.lambda2, shipped.lambda3, shipped.eps) == (0.5, 0.25, 0.5, 0.1)
+    paper = methods.make_config("spotter", preset="fashion-mnist-paper")
+    assert (paper.lr, paper.train_head, paper.temperature, paper.lambda2, paper.lambda3) == (
+        7e-4,
+        False,
+        2.0,
+        1.25,
+        0.0,
+    )
     authors = methods.make_config("spotter", preset="authors")
     assert (authors.lr, authors.lambda1, authors.lambda2, authors.epochs) == (1e-4, 0.7, 1.0, 10)
+
+
+def test_simulated_attack_term_is_off_by_default_and_recorded_when_on(reference, run_twice):
+    assert spotter_method.Config().lambda3 == 0.0  # the paper's objective unless asked
+    assert all(h["prototype"] == 0.0 for h in run_twice.first.unlearn_history)
+    cfg = methods.make_config("spotter", {**FAST, "epochs": 2, "lambda3": 1.0, "proto_variants": "cosine"})
+    model = methods.run("spotter", reference.original, reference.splits, cfg)
+    assert all(h["prototype"] > 0 for h in model.unlearn_history)
+    assert not same_state(state_copy(model), state_copy(run_twice.first))
+    with pytest.raises(ValueError, match="'l2'.*cosine, scaled"):
+        methods.make_config("spotter", {"proto_variants": "cosine,l2"})
+    with pytest.raises(ValueError, match="lambda3 must be >= 0, got -1"):
+        methods.make_config("spotter", {"lambda3": -1})

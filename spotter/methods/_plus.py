@@ -102,7 +102,7 @@ class SpotterTerms:
         x = self.forget.x[src].to(self.device).float().div(255)
         view = student if student.head.out_features == self.k else _KWay(student, self.k)
         with _common.bn_eval(student):
-            _, kd_nb, disp = spotter_method.spotter_terms(
+            _, kd_nb, disp, _ = spotter_method.spotter_terms(
                 view,
                 x,
                 self.x_nb[idx].to(self.device),

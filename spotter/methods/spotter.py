@@ -9,6 +9,11 @@ Attack", ICML 2026 (arXiv 2506.01318), Eq. for L in §5 of our method.md:
 Non-obvious settings: x' are PGD neighbours (toward the runner-up) built ONCE from the frozen
 original with `neighbour_seed`, a different draw from the one OU@ε is evaluated on. BatchNorm stays
 in eval mode (single-class batches would corrupt its statistics); its affine parameters train.
+
+Our extension (not in the paper, off unless `lambda3` > 0): + λ3·(simulated PRA), the attack of
+method.md §4 run inside each forget batch with random shots and α (`losses.prototype_attack_loss`).
+Dispersion is a proxy for PRA robustness; on Fashion-MNIST it was not enough (PRA 18-24% with the
+paper's objective tuned for that dataset), and penalising the attack itself was (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ import torch
 from torch import nn
 
 from spotter.data import Splits, TensorSet, to_float
-from spotter.losses import dispersion, masked_kd
+from spotter.losses import dispersion, masked_kd, prototype_attack_loss
 from spotter.perturb import DIRECTIONS, neighbourhood
 from spotter.train import freeze_bn, predict
 
 log = logging.getLogger("spotter")
 
 NEEDS = ("forget",)
+PROTO_VARIANTS = ("cosine", "scaled")  # the PRA rows (spotter.attacks) the simulated attack writes
 
 
 @dataclass
@@ -53,6 +59,8 @@ class Config:
     neighbour_seed: int = 0  # the training draw; evaluation uses another seed
     freeze_bn: bool = True  # method.md §5
     train_head: bool = True  # False freezes the linear head: only the backbone moves (authors: True)
+    lambda3: float = 0.0  # weight of the simulated-PRA term (ours, not in the paper; 0 = off)
+    proto_variants: str = "cosine,scaled"  # PRA rows the simulated attack writes
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -60,6 +68,14 @@ class Config:
             raise ValueError(f"lambda1 must be in [0, 1], got {self.lambda1}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction {self.direction!r}; valid choices: {', '.join(DIRECTIONS)}")
+        if self.lambda3 < 0:
+            raise ValueError(f"lambda3 must be >= 0, got {self.lambda3}")
+        bad = [v.strip() for v in self.proto_variants.split(",") if v.strip() not in PROTO_VARIANTS]
+        if bad:
+            raise ValueError(
+                f"proto_variants {self.proto_variants!r}: unknown {', '.join(map(repr, bad))}; "
+                f"give a comma-separated list of: {', '.join(PROTO_VARIANTS)}"
+            )
         if self.epochs < 0 or self.batch_size < 1 or self.copies < 1:
             raise ValueError("epochs must be >= 0, batch_size >= 1 and copies >= 1")
 
@@ -67,12 +83,27 @@ class Config:
 # Named settings; `authors` reproduces the paper's CIFAR-10 values.
 PRESETS: dict[str, dict] = {
     "authors": {},
-    # Chosen by benchmarks/spotter_search.py on the embedded default (Fashion-MNIST, width-16
-    # ResNet-18, forget class 0, seed 0); every setting tried is in benchmarks/README.md. The
-    # authors' lr 1e-4 leaves PRA at ~3%; a larger lr or λ2 lowers PRA but costs coats (the class
-    # that shares t-shirt features) retain points; freezing the head and a softer teacher
-    # (temperature 2) keep more of the retain classes at the same PRA.
-    "fashion-mnist": {"lr": 7e-4, "train_head": False, "temperature": 2.0, "lambda2": 1.25},
+    # The paper's objective tuned on the embedded default (Fashion-MNIST, width-16 ResNet-18, class
+    # 0, seed 0; benchmarks/spotter_search.py, every setting in benchmarks/README.md): the authors'
+    # lr 1e-4 leaves PRA at ~3% on the first original we trained; a larger lr or λ2 lowers it but
+    # costs coats (the class sharing t-shirt features); a frozen head and temperature 2 keep more
+    # of the retain classes. It was the shipped preset until 2026-11-29; on the originals trained
+    # since it leaves PRA at 18-24%: dispersion alone does not stop the attack there.
+    "fashion-mnist-paper": {"lr": 7e-4, "train_head": False, "temperature": 2.0, "lambda2": 1.25},
+    # The shipped preset: the above plus our simulated-attack term (λ3), which stops PRA (0-0.1%
+    # on two seeds), with the retain cost brought back by less dispersion (λ2 0.25), a softer
+    # teacher (temperature 4), more weight on the neighbours (λ1 0.5) and wider training
+    # neighbourhoods (ε 0.1; OU@ε is still measured at 0.03). Search: benchmarks/README.md.
+    "fashion-mnist": {
+        "lr": 7e-4,
+        "train_head": False,
+        "temperature": 4.0,
+        "lambda1": 0.5,
+        "lambda2": 0.25,
+        "lambda3": 0.5,
+        "eps": 0.1,
+        "step": 0.04,
+    },
 }
 
 
@@ -97,14 +128,15 @@ def spotter_terms(
     teacher_nb_logits: torch.Tensor,
     forget_classes: tuple[int, ...],
     temperature: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(clean masked KD, neighbour masked KD, dispersion) for one batch; shared with "+spotter"."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(clean masked KD, neighbour masked KD, dispersion, clean features) for one batch; shared with
+    "+spotter". The features feed the optional simulated-attack term (`lambda3`)."""
     feats = student.features(torch.cat([x, x_nb]))
     logits = student.head(feats)
     n = len(x)
     kd_clean = masked_kd(logits[:n], teacher_logits, forget_classes, temperature)
     kd_nb = masked_kd(logits[n:], teacher_nb_logits, forget_classes, temperature)
-    return kd_clean, kd_nb, dispersion(feats[:n], y)
+    return kd_clean, kd_nb, dispersion(feats[:n], y), feats[:n]
 
 
 def targets(
@@ -152,20 +184,23 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
         weight_decay=cfg.weight_decay,
     )
     g = torch.Generator().manual_seed(cfg.seed)
+    # the simulated attack draws from its own stream, so switching it on leaves the batch order as is
+    g_attack = torch.Generator().manual_seed(cfg.seed + 7919)
+    variants = tuple(v.strip() for v in cfg.proto_variants.split(","))
     history = []
     for epoch in range(cfg.epochs):
         student.train()
         if cfg.freeze_bn:
             freeze_bn(student)
         order = spread_order(y_all, g)
-        sums = torch.zeros(4)
+        sums = torch.zeros(5)
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             src = x_clean_idx[idx]
             x = to_float(forget.x[src].to(device)).contiguous(memory_format=torch.channels_last)
             xn = x_nb[idx].to(device).contiguous(memory_format=torch.channels_last)
             y = y_all[idx].to(device)
-            kd_clean, kd_nb, disp = spotter_terms(
+            kd_clean, kd_nb, disp, feats = spotter_terms(
                 student,
                 x,
                 xn,
@@ -175,7 +210,19 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
                 splits.forget_classes,
                 cfg.temperature,
             )
-            loss = cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp
+            proto = torch.zeros((), device=device)
+            if cfg.lambda3 > 0:
+                proto = prototype_attack_loss(
+                    feats,
+                    y,
+                    student.head,
+                    splits.forget_classes,
+                    g_attack,
+                    variants=variants,
+                )
+            loss = (
+                cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp + cfg.lambda3 * proto
+            )
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"spotter: loss became {loss.item()} at epoch {epoch + 1}, step {i // cfg.batch_size + 1}"
@@ -183,14 +230,17 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sums += torch.tensor([loss.item(), kd_clean.item(), kd_nb.item(), disp.item()]) * len(idx)
+            terms = [loss.item(), kd_clean.item(), kd_nb.item(), disp.item(), proto.item()]
+            sums += torch.tensor(terms) * len(idx)
         mean = (sums / len(order)).tolist()
-        record = dict(
-            zip(("epoch", "loss", "kd_clean", "kd_neighbour", "dispersion"), [epoch + 1, *mean], strict=True)
-        )
+        names = ("epoch", "loss", "kd_clean", "kd_neighbour", "dispersion", "prototype")
+        record = dict(zip(names, [epoch + 1, *mean], strict=True))
         history.append(record)
         log.info(
-            "spotter epoch %d/%d: loss %.4f (kd %.4f, kd_nb %.4f, disp %.4f)", epoch + 1, cfg.epochs, *mean
+            "spotter epoch %d/%d: loss %.4f (kd %.4f, kd_nb %.4f, disp %.4f, proto %.4f)",
+            epoch + 1,
+            cfg.epochs,
+            *mean,
         )
     student.requires_grad_(True)  # the returned model is an ordinary trainable model again
     student.eval()

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spotter.models.heads import cosine_logits, is_cosine
+from spotter.models.heads import is_cosine
+from spotter.prototype import VARIANTS, attacked_head, head_logits, prototype_rows
 
 
 def masked_log_probs(
@@ -94,29 +95,19 @@ def prototype_attack_loss(
     """A simulated Prototypical Relearning Attack inside a batch (our extension; method.md §4).
 
     For each forget class c with at least K + 2 samples in the batch (K drawn from `shots`), K of
-    them are the attacker's shots and give the prototype p̂ = normalise(mean of their features);
-    row c of the head becomes α·row + (1-α)·(its current row), α ~ U(alpha_low, 1), for each of
-    `variants`: PRA's cosine row (p̂, bias 0) and our scaled row (median retain-row norm · p̂,
-    median retain bias); a cosine head reads only the row's direction, so it gets one row. The
-    loss is the mean over the other samples of c of -log(1 - P(c)) under the attacked head: the
-    probability mass the attack would win back. The head enters detached, so only the features
-    move: minimising the loss scatters the forget class in the directions the attack exploits.
-    0 when no forget class has enough samples in the batch.
+    them are the attacker's shots; the attack's own rows (`spotter.prototype`, one per variant)
+    replace row c at α ~ U(alpha_low, 1). The loss is the mean over the other samples of c of
+    -log(1 - P(c)) under the attacked head: the probability mass the attack would win back. The
+    head enters detached, so only the features move: minimising the loss scatters the forget class
+    in the directions the attack exploits. A cosine head reads only a row's direction, so every
+    variant is the same row there and it is counted once. 0 when no forget class has enough samples.
     """
     for v in variants:
-        if v not in ("cosine", "scaled"):
-            raise ValueError(f"unknown prototype variant {v!r}; valid choices: cosine, scaled")
-    w = head.weight.detach().float()
-    cosine_head = is_cosine(head)
-    if cosine_head:
-        logits = cosine_logits(feats.float(), w, head.scale)
-        rows = {"cosine": (1.0, 0.0)}
-    else:
-        b = head.bias.detach().float() if head.bias is not None else w.new_zeros(len(w))
-        keep = torch.ones(len(w), dtype=torch.bool, device=w.device)
-        keep[list(forget_classes)] = False
-        logits = feats.float() @ w.T + b
-        rows = {"cosine": (1.0, 0.0), "scaled": (w[keep].norm(dim=1).median(), b[keep].median())}
+        if v not in VARIANTS:
+            raise ValueError(f"unknown prototype variant {v!r}; valid choices: {', '.join(VARIANTS)}")
+    cosine = is_cosine(head)
+    if cosine:
+        variants = variants[:1]
     losses = []
     for c in forget_classes:
         idx = (y == c).nonzero().flatten()
@@ -125,19 +116,13 @@ def prototype_attack_loss(
             continue
         perm = idx[torch.randperm(len(idx), generator=generator).to(idx.device)]
         shot, query = perm[:k], perm[k:]
-        p_hat = F.normalize(feats[shot].float().mean(0), dim=0)
         alpha = alpha_low + (1 - alpha_low) * float(torch.rand((), generator=generator))
-        f, z = feats[query].float(), logits[query]
-        others = torch.cat([z[:, :c], z[:, c + 1 :]], dim=1).logsumexp(1)
-        if cosine_head:
-            row = F.normalize(alpha * p_hat + (1 - alpha) * F.normalize(w[c], dim=0), dim=0)
-            attacked = [head.scale * F.normalize(f, dim=1) @ row]
-        else:
-            attacked = [
-                alpha * (scale * (f @ p_hat) + bias) + (1 - alpha) * z[:, c]
-                for scale, bias in (rows[v] for v in dict.fromkeys(variants))
-            ]
-        losses += [F.softplus(z_c - others).mean() for z_c in attacked]  # -log(1 - P(c))
+        for variant in dict.fromkeys(variants):
+            rows, row_biases = prototype_rows(feats[shot], y[shot], (c,), variant, head)
+            w, b = attacked_head(head.weight, head.bias, rows, row_biases, (c,), alpha, cosine)
+            z = head_logits(head, feats[query].float(), w, b)
+            others = torch.cat([z[:, :c], z[:, c + 1 :]], dim=1).logsumexp(1)
+            losses.append(F.softplus(z[:, c] - others).mean())  # -log(1 - P(c))
     if not losses:
         return feats.new_zeros(())
     return torch.stack(losses).mean()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy
 
-from spotter.attacks import pra_sweep
+from spotter.attacks import pra_sweep, prototype_relearning
 from spotter.losses import dispersion, kd, masked_kd, masked_log_probs, masked_probs, prototype_attack_loss
 from spotter.metrics import (
     LN2,
@@ -191,8 +191,25 @@ def test_prototype_attack_loss_is_zero_without_enough_samples_and_checks_variant
     assert prototype_attack_loss(forget[:7], y[:7], head, (0,), g, shots=(5,)).item() > 0
     # samples of a retain class are never shots or queries
     assert prototype_attack_loss(forget[:8], y[:8] + 1, head, (0,), g, shots=(5,)).item() == 0.0
-    with pytest.raises(ValueError, match="'l2'.*cosine, scaled"):
-        prototype_attack_loss(forget, y, head, (0,), g, variants=("l2",))
+    with pytest.raises(ValueError, match="'bogus'.*cosine, l2, scaled"):
+        prototype_attack_loss(forget, y, head, (0,), g, variants=("bogus",))
+
+
+@pytest.mark.parametrize("variant", ["cosine", "l2", "scaled"])
+def test_prototype_attack_loss_is_the_measured_attack(variant):
+    """Identical forget features make the shot draw irrelevant: the term must equal -log(1 - P(c))
+    under the head that `prototype_relearning` (the evaluated attack) writes."""
+    head, _, _, _ = _prototype_setting()
+    f0 = torch.tensor([0.5, 2.0, 0.1, 0.0, 1.0, 0.0, 0.3, 0.0])
+    feats, y = f0.repeat(12, 1), torch.zeros(12, dtype=torch.long)
+    model = torch.nn.Module()
+    model.head = head
+    attacked = prototype_relearning(model, feats[:5], y[:5], (0,), alpha=1.0, variant=variant)
+    expected = -torch.log1p(-torch.softmax(attacked.head(f0[None]), dim=1)[0, 0])
+    got = prototype_attack_loss(
+        feats, y, head, (0,), torch.Generator(), shots=(5,), alpha_low=1.0, variants=(variant,)
+    )
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_prototype_attack_loss_on_a_cosine_head():

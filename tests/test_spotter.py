@@ -212,7 +212,7 @@ def test_simulated_attack_term_is_off_by_default_and_recorded_when_on(reference,
     model = methods.run("spotter", reference.original, reference.splits, cfg)
     assert all(h["prototype"] > 0 for h in model.unlearn_history)
     assert not same_state(state_copy(model), state_copy(run_twice.first))
-    with pytest.raises(ValueError, match="'l2'.*cosine, scaled"):
-        methods.make_config("spotter", {"proto_variants": "cosine,l2"})
+    with pytest.raises(ValueError, match="'bogus'.*cosine, l2, scaled"):
+        methods.make_config("spotter", {"proto_variants": "cosine,bogus"})
     with pytest.raises(ValueError, match="lambda3 must be >= 0, got -1"):
         methods.make_config("spotter", {"lambda3": -1})

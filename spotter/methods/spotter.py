@@ -28,12 +28,12 @@ from torch import nn
 from spotter.data import Splits, TensorSet, to_float
 from spotter.losses import dispersion, masked_kd, prototype_attack_loss
 from spotter.perturb import DIRECTIONS, neighbourhood
+from spotter.prototype import VARIANTS as PROTO_VARIANTS
 from spotter.train import freeze_bn, predict
 
 log = logging.getLogger("spotter")
 
 NEEDS = ("forget",)
-PROTO_VARIANTS = ("cosine", "scaled")  # the PRA rows (spotter.attacks) the simulated attack writes
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Config:
     freeze_bn: bool = True  # method.md §5
     train_head: bool = True  # False freezes the linear head: only the backbone moves (authors: True)
     lambda3: float = 0.0  # weight of the simulated-PRA term (ours, not in the paper; 0 = off)
-    proto_variants: str = "cosine,scaled"  # PRA rows the simulated attack writes
+    proto_variants: str = "cosine,scaled"  # PRA rows the simulated attack writes (of cosine, l2, scaled)
     seed: int = 0
 
     def __post_init__(self) -> None:

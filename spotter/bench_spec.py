@@ -26,7 +26,7 @@ from spotter.train import TrainConfig
 
 TOP_KEYS = (
     "name", "dataset", "data_dir", "model", "width", "recipe", "forget", "seeds", "references",
-    "features", "features_per_class", "train", "data", "eval", "audit", "methods",
+    "features", "features_per_class", "train", "data", "eval", "audit", "methods", "replicates",
 )  # fmt: skip
 DATA_KEYS = ("val_size", "shots", "split_seed", "surrogate", "surrogate_dir", "surrogate_size")
 AUDIT_KEYS = ("ou_eps", "ou_limit", "pra_shots", "pra_variants", "pra_curve_shots", "pra_seed", "near_k")
@@ -109,22 +109,34 @@ def set_fields(cfg: Any, values: dict[str, Any]) -> Any:
     return cfg
 
 
-def _forget_sets(c: _Ctx, value: Any, num_classes: int) -> list[tuple[int, ...]]:
+FORGET_HINT = "class ids like [0, 3], [[0], [2, 4]] or { classes = [0], replicates = 3 }"
+
+
+def _forget_sets(
+    c: _Ctx, value: Any, num_classes: int, replicates: int
+) -> list[tuple[tuple[int, ...], int]]:
+    """(forget set, how many replicates it runs): a table entry sets its own count."""
     sets = value if isinstance(value, list) else [value]
-    sets = [s if isinstance(s, list) else [s] for s in sets]
+    sets = [s if isinstance(s, list | dict) else [s] for s in sets]
     if not sets:
-        raise c.fail("forget: empty; give class ids like [0, 3] or [[0], [2, 4]]", (), "forget")
+        raise c.fail(f"forget: empty; give {FORGET_HINT}", (), "forget")
     out = []
     for s in sets:
+        count = replicates
+        if isinstance(s, dict):
+            bad = sorted(set(s) - {"classes", "replicates"})
+            count = s.get("replicates", replicates)
+            if bad or not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise c.fail(f"forget: expected {FORGET_HINT}, got {s!r}", (), "forget")
+            s = s.get("classes", [])
+            s = s if isinstance(s, list) else [s]
         if not s or not all(isinstance(v, int) and not isinstance(v, bool) for v in s):
-            raise c.fail(
-                f"forget: expected class ids like [0, 3] or [[0], [2, 4]], got {value!r}", (), "forget"
-            )
+            raise c.fail(f"forget: expected {FORGET_HINT}, got {value!r}", (), "forget")
         if not num_classes:  # an image folder: the class count is known only when it is loaded
-            out.append(tuple(sorted(set(s))))
+            out.append((tuple(sorted(set(s))), count))
             continue
         try:
-            out.append(check_forget_classes(s, num_classes))
+            out.append((check_forget_classes(s, num_classes), count))
         except ValueError as err:
             raise c.fail(str(err), (), "forget") from None
     return out
@@ -291,8 +303,10 @@ def load_spec(path: str | Path) -> Spec:
     eval_cfg = c.config(EvalConfig(), _table(c, raw, "eval"), ("eval",))
     audit_cfg = c.config(AuditConfig(), _table(c, raw, "audit", AUDIT_KEYS), ("audit",))
     audit = {k: getattr(audit_cfg, k) for k in AUDIT_KEYS}
-    forget_sets = _forget_sets(c, raw.get("forget", [0]), info.num_classes)
     train_seeds, unlearn_seeds, eval_seed = _seeds(c, raw.get("seeds", [0]))
+    _check_types(c, raw, (), {"replicates": ("int", 1)})
+    replicates = raw.get("replicates", len(train_seeds))
+    forget_sets = _forget_sets(c, raw.get("forget", [0]), info.num_classes, replicates)
     if eval_seed is not None:
         eval_cfg = dataclasses.replace(eval_cfg, seed=eval_seed)
     entries = _method_entries(c, raw.get("methods"))
@@ -307,8 +321,11 @@ def load_spec(path: str | Path) -> Spec:
             f"features: {unknown[0]!r} is not a row label; valid: {', '.join(refs + labels)}", (), "features"
         )
     jobs = []
-    for forget in forget_sets:
-        for rep, (t_seed, u_seed) in enumerate(zip(train_seeds, unlearn_seeds, strict=True)):
+    for forget, count in forget_sets:
+        seed_pairs = list(zip(train_seeds, unlearn_seeds, strict=True))
+        if count > len(seed_pairs):
+            raise c.fail(f"forget {list(forget)}: {count} replicates but {len(seed_pairs)} seeds", (), "forget")
+        for rep, (t_seed, u_seed) in enumerate(seed_pairs[:count]):
             context = {
                 "dataset": dataset,
                 "data": {**data, "forget": list(forget)},

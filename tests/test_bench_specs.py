@@ -119,3 +119,27 @@ def test_methods_table_refuses_several_rows_per_method(tmp_path: Path, monkeypat
     monkeypatch.setattr(sys, "argv", ["methods_table", str(tmp_path)])
     with pytest.raises(SystemExit, match="several rows for salun"):
         _methods_table().main()
+
+
+def test_class_sweep_spec_has_every_context_once() -> None:
+    spec = load_spec(BENCHMARKS / "fashion_mnist_classes.toml")
+    contexts = {(tuple(j["config"]["data"]["forget"]), j["config"]["train"]["seed"]) for j in spec.jobs}
+    expected = {((c,), 0) for c in range(10)} | {((c,), s) for c in (0, 6, 8) for s in (1, 2)}
+    assert contexts == expected | {((5, 7, 9), 0), ((0, 6), 0)}
+    assert len({j["id"] for j in spec.jobs}) == len(spec.jobs)
+
+
+def test_forget_entry_replicates_and_bad_entries(tmp_path: Path) -> None:
+    base = 'name = "t"\ndataset = "synthetic"\nmodel = "tiny"\nseeds = [0, 1]\n[methods.finetune]\n'
+    path = tmp_path / "s.toml"
+    path.write_text("replicates = 1\nforget = [[1], { classes = [0], replicates = 2 }]\n" + base)
+    seeds = sorted((j["config"]["data"]["forget"][0], j["config"]["train"]["seed"]) for j in load_spec(path).jobs)
+    assert sorted(set(seeds)) == [(0, 0), (0, 1), (1, 0)]
+    for bad, message in (
+        ("forget = [{ classes = [0], replicates = 3 }]", "3 replicates but 2 seeds"),
+        ("forget = [{ classes = [0], repeat = 2 }]", "expected class ids like"),
+        ("replicates = 0", "replicates: expected an integer >= 1"),
+    ):
+        path.write_text(bad + "\n" + base)
+        with pytest.raises(ValueError, match=message):
+            load_spec(path)

@@ -132,9 +132,11 @@ def test_make_config_presets_and_overrides():
     cfg = methods.make_config("spotter", {"lr": "1e-3", "epochs": 4}, preset="authors")
     default = spotter_method.Config()
     assert cfg.lr == 1e-3 and cfg.epochs == 4
-    assert dataclasses.replace(cfg, lr=default.lr, epochs=default.epochs) == default
+    assert dataclasses.replace(cfg, lr=default.lr, epochs=default.epochs, direction="toward") == default
     assert methods.make_config("spotter", ["lambda2=2", "direction=away"]).lambda2 == 2.0
-    assert methods.make_config("spotter", preset="authors") == default  # authors' values are the defaults
+    # the authors' released code steps PGD away from the runner-up; the paper's text (our default) toward
+    assert methods.make_config("spotter", preset="authors") == dataclasses.replace(default, direction="away")
+    assert methods.make_config("spotter", preset="authors-toward") == default
     assert (default.lambda1, default.lambda2, default.lr, default.epochs) == (0.7, 1.0, 1e-4, 10)
     with pytest.raises(ValueError, match="'fast'.*authors"):
         methods.make_config("spotter", preset="fast")

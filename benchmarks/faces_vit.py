@@ -1,12 +1,12 @@
 """Issue 7's two tables: identity unlearning on a synthetic face set, and a ViT on Fashion-MNIST.
 
-faces: writes a synthetic CASIA-WebFace-shaped tree (spotter.facedata.write_synthetic_identities:
+faces: writes a synthetic CASIA-WebFace-shaped tree (spotter.data.faces.write_synthetic_identities:
   every identity a seeded template with jitter), trains a small CosFace ResNet (original, and
   retrained without the forget identities) with the margin, runs Spotter and two baselines, and
   reports identification (head) and verification (embedding templates, TAR at FAR 1e-2 / 1e-3)
   measures next to the foundation measures. A few minutes on one CPU core.
 fashion: the registered `vit` (dim 128, 6 blocks, patch 4) on Fashion-MNIST, forget class 0:
-  original, retrained (cached by spotter.zoo) and Spotter with the foundation measures. Runtime
+  original, retrained (cached by spotter.training.zoo) and Spotter with the foundation measures. Runtime
   on one core of a 2-core CPU with `--epochs 8 --vit-width 64`: 39 min (90-125 s per training
   epoch, ~4.3 min per Spotter run); the table is in benchmarks/README.md. Default width 128 and
   20 epochs: roughly 2 h there, minutes on a GPU (not measured).
@@ -28,15 +28,14 @@ from pathlib import Path
 import torch
 
 from spotter import methods
-from spotter.data import make_splits
-from spotter.evaluate import EvalConfig, Evaluator
-from spotter.facedata import load_faces, write_synthetic_identities
-from spotter.faces import FaceEvalConfig, face_measures
-from spotter.models import ModelSpec
-from spotter.pipeline import DataConfig, model_spec, prepare
-from spotter.table import DEFAULT_COLUMNS, markdown
-from spotter.train import TrainConfig
-from spotter.zoo import reference_model
+from spotter.data import DataConfig, make_splits, prepare
+from spotter.data.faces import load_faces, write_synthetic_identities
+from spotter.evaluation.evaluator import EvalConfig, Evaluator
+from spotter.evaluation.faces import FaceEvalConfig, face_measures
+from spotter.models import ModelSpec, model_spec
+from spotter.report.markdown import DEFAULT_COLUMNS, markdown
+from spotter.training.fit import TrainConfig
+from spotter.training.zoo import reference_model
 
 FACE_COLUMNS = (
     ("model", "model"),

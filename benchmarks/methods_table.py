@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from spotter.table import markdown
+from spotter.report.markdown import markdown
 
 COLUMNS = (
     ("label", "method"),

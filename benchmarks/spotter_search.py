@@ -17,12 +17,13 @@ import time
 from dataclasses import asdict
 
 from spotter import methods
-from spotter.device import resolve_device
-from spotter.evaluate import EvalConfig, Evaluator
-from spotter.pipeline import DataConfig, model_spec, prepare
-from spotter.table import markdown
-from spotter.train import TrainConfig
-from spotter.zoo import reference_model
+from spotter.data import DataConfig, prepare
+from spotter.evaluation.evaluator import EvalConfig, Evaluator
+from spotter.models import model_spec
+from spotter.report.markdown import markdown
+from spotter.training.device import resolve_device
+from spotter.training.fit import TrainConfig
+from spotter.training.zoo import reference_model
 
 
 def main() -> None:

@@ -1,10 +1,10 @@
 """Training throughput: our loop (`fit`) against a bare PyTorch loop, and Spotter's cost vs retraining.
 
-Images per second of `spotter.train.fit` and of the plainest loop PyTorch allows on the same
+Images per second of `spotter.training.fit.fit` and of the plainest loop PyTorch allows on the same
 model, batch, device and precision (uint8 batch by indexing -> float -> forward -> CE -> backward ->
 SGD step; no augmentation, no logging, no checks): the bare loop is the ceiling, and the table
 reports fit's share of it. Then Spotter's wall time against retraining's at the paper's schedule
-(method.md §7: 200 epochs of the retain set), EXTRAPOLATED from the measured per-step times:
+(docs/method.md §7: 200 epochs of the retain set), EXTRAPOLATED from the measured per-step times:
 retrain = 200 x steps per retain epoch x fit's step time; Spotter = its one-off neighbourhood build + its epochs x steps
 per forget epoch x its measured step time (the two separated by timing 1- and 3-epoch runs).
 
@@ -28,11 +28,12 @@ import torch.nn.functional as F
 
 from spotter import methods
 from spotter.data import TensorSet, load, make_splits, to_float
-from spotter.device import resolve_device
 from spotter.models import ModelSpec, build_model, default_width
-from spotter.train import FitOptions, TrainConfig, _prepare, autocast, fit
+from spotter.training.device import resolve_device
+from spotter.training.fit import FitOptions, TrainConfig, autocast, fit
+from spotter.training.inference import channels_last
 
-PAPER_EPOCHS = 200  # method.md §7
+PAPER_EPOCHS = 200  # docs/method.md §7
 
 
 def sync(device: torch.device) -> None:
@@ -53,7 +54,8 @@ def bare_loop(spec: ModelSpec, data: TensorSet, cfg: TrainConfig, device: torch.
 
     def one(i: int) -> None:
         idx = torch.randint(0, len(data), (cfg.batch_size,), device=device)
-        x = _prepare(model, to_float(x_all[idx]), cfg.channels_last)
+        x = to_float(x_all[idx])
+        x = channels_last(x) if cfg.channels_last else x
         with autocast(device, cfg.amp):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y_all[idx])

@@ -1,5 +1,5 @@
 import sys
 
-from spotter.cli import main
+from spotter.cli.main import main
 
 sys.exit(main())

@@ -1,4 +1,4 @@
-"""`key=value` overrides for dataclass configs, checked against the fields' types (design.md)."""
+"""`key=value` overrides for dataclass configs, checked against the fields' types (docs/design.md)."""
 
 from __future__ import annotations
 

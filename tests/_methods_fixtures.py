@@ -15,7 +15,7 @@ from spotter.models import Classifier, ModelSpec, build_model
 from spotter.models.faceresnet import FaceResNetFeatures
 from spotter.models.heads import CosineHead
 from spotter.models.vit import ViTFeatures
-from spotter.train import TrainConfig, fit
+from spotter.training.fit import TrainConfig, fit
 
 # Per-method overrides that make one run take a fraction of a second on the synthetic set.
 TINY: dict[str, dict] = {
@@ -77,7 +77,9 @@ def _trained_arch(arch: str) -> Classifier:
         features = ViTFeatures(dim=16, depth=1, in_channels=info.channels, image_size=16)
         model = Classifier(features, nn.Linear(16, info.num_classes), info.mean, info.std)
     else:
-        features = FaceResNetFeatures(width=2, in_channels=info.channels, blocks=(1, 1, 1, 1), grid=1)
+        # width 8: oneDNN on AVX2-only CPUs crashes in the backward pass of a channels-last 1x1 stride-2
+        # convolution with 2-4 input channels (torch 2.13; seen on an AMD EPYC), which width 2 builds
+        features = FaceResNetFeatures(width=8, in_channels=info.channels, blocks=(1, 1, 1, 1), grid=1)
         head = CosineHead(features.out_dim, info.num_classes, scale=16.0, margin=0.2, kind="cosface")
         model = Classifier(features, head, info.mean, info.std)
     every = TensorSet(

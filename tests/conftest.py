@@ -9,8 +9,8 @@ import torch
 
 from spotter.data import DatasetInfo, Splits, TensorSet, load, make_splits
 from spotter.models import Classifier, ModelSpec
-from spotter.train import TrainConfig
-from spotter.zoo import reference_model
+from spotter.training.fit import TrainConfig
+from spotter.training.zoo import reference_model
 
 # Tiny models gain nothing from intra-op threads, and on a 2-core machine shared with other jobs
 # OpenMP's spinning threads slow everyone down; one thread keeps the suite fast and steady.

@@ -1,4 +1,4 @@
-"""Prototypical relearning attack (method.md §4)."""
+"""Prototypical relearning attack (docs/method.md §4)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import torch
 from conftest import same_state, state_copy
 from torch import nn
 
-from spotter.attacks import DEFAULT_ALPHAS, pra_sweep, prototype_relearning, prototype_rows
-from spotter.metrics import accuracy
+from spotter.evaluation.pra import DEFAULT_ALPHAS, pra_sweep, prototype_relearning, prototype_rows
+from spotter.functional.metrics import accuracy
 from spotter.models import Classifier
-from spotter.train import predict
+from spotter.training.inference import predict
 
 D, K = 8, 4
 

@@ -9,13 +9,18 @@ import torch
 from conftest import same_state, state_copy
 from torch import nn
 
-from spotter.attacks import VARIANTS, draw_shots, pra_suite, pra_sweep, prototype_relearning, prototype_rows
-from spotter.audit import AuditConfig, audit_config
-from spotter.audit_checks import near_classes
+from spotter.audit.context import AuditConfig, audit_config, near_classes
 from spotter.data import TensorSet
-from spotter.mia import auroc, confidence, entropy, entropy_attack, mia_efficacy, mia_member_rate
-from spotter.models import Classifier
-from spotter.relearn import (
+from spotter.evaluation.mia import auroc, confidence, entropy, entropy_attack, mia_efficacy, mia_member_rate
+from spotter.evaluation.pra import (
+    VARIANTS,
+    draw_shots,
+    pra_suite,
+    pra_sweep,
+    prototype_relearning,
+    prototype_rows,
+)
+from spotter.evaluation.relearn import (
     FinetuneConfig,
     RelearnTimeConfig,
     finetune_relearn,
@@ -24,7 +29,8 @@ from spotter.relearn import (
     relearn_time,
     spread_sample,
 )
-from spotter.train import evaluate_accuracy, predict
+from spotter.models import Classifier
+from spotter.training.inference import evaluate_accuracy, predict
 
 sklearn = pytest.importorskip("sklearn")
 

@@ -12,13 +12,16 @@ import pytest
 import torch
 from conftest import FORGET, VAL_SIZE
 
-from spotter import audit_plots, cli, mia
-from spotter.audit import audit, audit_config
-from spotter.audit_report import write_report
-from spotter.checkpoint import CheckpointError, save_model
+from spotter import cli
+from spotter.audit import plots as audit_plots
+from spotter.audit.context import audit_config
+from spotter.audit.report import write_report
+from spotter.audit.run import audit
 from spotter.data import INFO
-from spotter.foreign import load_classifier
-from spotter.train import predict
+from spotter.evaluation import mia
+from spotter.training.checkpoint import CheckpointError, save_model
+from spotter.training.foreign import load_classifier
+from spotter.training.inference import predict
 
 pytest.importorskip("sklearn")
 
@@ -122,7 +125,7 @@ def test_audit_api_without_optional_packages(reference, monkeypatch, tmp_path):
         raise ImportError("needs scikit-learn")
 
     monkeypatch.setattr(mia, "require_sklearn", missing)
-    monkeypatch.setattr("spotter.relearn.require_sklearn", missing)
+    monkeypatch.setattr("spotter.evaluation.relearn.require_sklearn", missing)
     monkeypatch.setattr(audit_plots, "_pyplot", lambda: None)
     cfg = audit_config([*QUICK, "checks=pra,probe,mia"])
     result = audit(reference.original, reference.retrained, reference.splits, cfg=cfg)
@@ -153,10 +156,10 @@ def test_spotter_audit_end_to_end(reference, tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     result = json.loads((out / "audit.json").read_text())
     assert result["models"] == ["original", "retrained", "unlearned"]
-    rows = {r["measure"]: r for r in result["summary"]}
-    assert rows["test forget acc"]["unlearned"] == 0.0
-    assert rows["relearn time"]["original"] == 0
-    efficacy, rate = rows["MIA efficacy"], rows["MIA member rate"]
+    rows = {r["key"]: r for r in result["summary"]}
+    assert rows["test_forget_acc"]["unlearned"] == 0.0
+    assert rows["relearn_draws"]["original"] == 0
+    efficacy, rate = rows["mia_efficacy"], rows["mia_member_rate"]
     assert all(efficacy[m] + rate[m] == pytest.approx(100) for m in result["models"])
     text = (out / "audit.md").read_text()
     assert "`better` says which direction is good" in text
@@ -176,9 +179,9 @@ def test_core_imports_without_sklearn_or_matplotlib():
     """scikit-learn and matplotlib are optional: they are imported only inside the checks."""
     code = (
         "import sys; sys.modules['sklearn'] = None; sys.modules['matplotlib'] = None\n"
-        "import spotter.audit, spotter.audit_report, spotter.audit_plots, spotter.mia, spotter.relearn, spotter.foreign, "
-        "spotter.commands\n"
-        "from spotter.mia import require_sklearn\n"
+        "import spotter.audit.run, spotter.audit.report, spotter.audit.plots, spotter.evaluation.mia, spotter.evaluation.relearn, spotter.training.foreign, "
+        "spotter.cli.commands\n"
+        "from spotter.evaluation.mia import require_sklearn\n"
         "try:\n    require_sklearn()\nexcept ImportError as err:\n    print(err)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -22,10 +22,10 @@ from safetensors.torch import save_file
 from test_formats import idx_bytes, write_cifar10, write_fashion
 
 from spotter import methods
-from spotter.checkpoint import save_model, save_tensors
-from spotter.cli import main
+from spotter.cli.main import main
 from spotter.data import TensorSet, load, make_splits
 from spotter.models import ModelSpec, build_model
+from spotter.training.checkpoint import save_model, save_tensors
 
 SYNTH = ["--dataset", "synthetic", "--val-size", "48"]
 SPEC = ModelSpec("tiny", 6, 1, 16, (0.5,), (0.25,))  # a synthetic-dataset model (6 classes, grey)
@@ -267,17 +267,17 @@ def run_method_with(**settings) -> object:
 
 
 def api_cases() -> dict[str, tuple[Callable[[Files], object], tuple[str, ...]]]:
-    from spotter.audit import AuditConfig
-    from spotter.bench_spec import load_spec
-    from spotter.checkpoint import check_safe_torch_load
+    from spotter.audit.context import AuditConfig
+    from spotter.bench.spec import load_spec
     from spotter.config import apply_overrides
     from spotter.data import conform
-    from spotter.device import resolve_device
-    from spotter.evaluate import EvalConfig
-    from spotter.foreign import load_classifier
-    from spotter.formats import read_cifar_batch, read_idx
-    from spotter.metrics import accuracy, over_unlearning
-    from spotter.train import TrainConfig, fit
+    from spotter.data.formats import read_cifar_batch, read_idx
+    from spotter.evaluation.evaluator import EvalConfig
+    from spotter.functional.metrics import accuracy, over_unlearning
+    from spotter.training.checkpoint import check_safe_torch_load
+    from spotter.training.device import resolve_device
+    from spotter.training.fit import TrainConfig, fit
+    from spotter.training.foreign import load_classifier
 
     empty = TensorSet(torch.zeros(0, 1, 16, 16, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
     return {
@@ -354,7 +354,7 @@ def test_api_bad_input(case: str, f: Files) -> None:
 
 
 def test_an_old_torch_never_unpickles_a_foreign_file(f: Files, monkeypatch) -> None:
-    from spotter.checkpoint import load_foreign_state
+    from spotter.training.checkpoint import load_foreign_state
 
     monkeypatch.setattr(torch, "__version__", "2.5.1")
     with pytest.raises(ValueError, match="refusing to unpickle"):
@@ -372,12 +372,12 @@ def test_bad_memory_budget_is_named(f: Files, capsys, monkeypatch) -> None:
 def test_a_failure_deep_inside_is_one_line_with_the_traceback_under_v(
     f: Files, capsys, monkeypatch, caplog
 ) -> None:
-    import spotter.commands
+    import spotter.cli.commands
 
     def deep(args):
         raise RuntimeError("CUDA error: device-side assert triggered\nCompile with TORCH_USE_CUDA_DSA")
 
-    monkeypatch.setattr(spotter.commands, "cmd_list", deep)
+    monkeypatch.setattr(spotter.cli.commands, "cmd_list", deep)
     code, line = error_line(f, capsys, ["list", "methods"])
     assert code == 1 and "internal error: RuntimeError: CUDA error" in line and "-v" in line
     caplog.set_level(logging.DEBUG, logger="spotter")

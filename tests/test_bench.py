@@ -7,8 +7,8 @@ import torch
 from _bench_fixtures import SMOKE, Run, bench, metrics, smoke_run
 
 from spotter import cli
-from spotter.bench import assign, read_rows
-from spotter.bench_spec import SpecError, job_id, load_spec
+from spotter.bench.runner import assign, read_rows
+from spotter.bench.spec import SpecError, job_id, load_spec
 
 torch.set_num_threads(1)
 
@@ -50,8 +50,8 @@ def test_rerun_skips_done_jobs_and_trains_nothing(run: Run, monkeypatch, capsys)
     def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("a finished job was run again")
 
-    monkeypatch.setattr("spotter.bench.run_jobs", refuse)
-    monkeypatch.setattr("spotter.zoo.fit", refuse)
+    monkeypatch.setattr("spotter.bench.runner.run_jobs", refuse)
+    monkeypatch.setattr("spotter.training.zoo.fit", refuse)
     before = run.results.read_bytes()
     assert bench(run.out, run.cache) == 0
     assert run.results.read_bytes() == before

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from spotter import methods
-from spotter.bench_spec import load_spec
+from spotter.bench.spec import load_spec
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -133,7 +133,9 @@ def test_forget_entry_replicates_and_bad_entries(tmp_path: Path) -> None:
     base = 'name = "t"\ndataset = "synthetic"\nmodel = "tiny"\nseeds = [0, 1]\n[methods.finetune]\n'
     path = tmp_path / "s.toml"
     path.write_text("replicates = 1\nforget = [[1], { classes = [0], replicates = 2 }]\n" + base)
-    seeds = sorted((j["config"]["data"]["forget"][0], j["config"]["train"]["seed"]) for j in load_spec(path).jobs)
+    seeds = sorted(
+        (j["config"]["data"]["forget"][0], j["config"]["train"]["seed"]) for j in load_spec(path).jobs
+    )
     assert sorted(set(seeds)) == [(0, 0), (0, 1), (1, 0)]
     for bad, message in (
         ("forget = [{ classes = [0], replicates = 3 }]", "3 replicates but 2 seeds"),

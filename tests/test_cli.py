@@ -9,8 +9,8 @@ import sys
 import pytest
 from conftest import TRAIN_CFG, VAL_SIZE
 
-from spotter.checkpoint import load_model
-from spotter.cli import main
+from spotter.cli.main import main
+from spotter.training.checkpoint import load_model
 
 ROW_KEYS = (
     "forget_acc",
@@ -134,3 +134,16 @@ def test_help_in_a_subprocess():
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "usage: spotter" in capsys.readouterr().out
+
+
+def test_demo_honours_the_retain_free_protocol(demo, capsys):
+    """`--protocol retain-free` reaches the method: one that reads retain data is refused, by name."""
+    _, run = demo
+    cache = str(run.parent / "cache")  # the module's demo trained the reference models already
+    common = [*SYNTH, "--model", "tiny", "--epochs", "3", "--cache-dir", cache, "--device", "cpu"]
+    code = main(["demo", *common, "--method", "finetune", "--protocol", "retain-free", "--out", str(run.parent / "rf")])
+    assert code != 0
+    assert "'finetune' reads retain" in capsys.readouterr().err
+    assert main(["demo", *common, "--protocol", "retain-free", "--set", "epochs=1", "--out", str(run.parent / "ok")]) == 0
+    rows = json.loads((run.parent / "ok" / "results.json").read_text())
+    assert rows[-1]["protocol"] == "retain-free"

@@ -17,13 +17,14 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-import spotter.train
-import spotter.zoo
-from spotter import distributed, methods
+import spotter.training.fit
+import spotter.training.zoo
+from spotter import methods
 from spotter.data import TensorSet, load, make_splits
 from spotter.methods import finetune
 from spotter.models import Classifier, ModelSpec
-from spotter.train import TrainConfig, fit
+from spotter.training import distributed
+from spotter.training.fit import TrainConfig, fit
 
 torch.set_num_threads(1)
 
@@ -81,27 +82,27 @@ def _worker(rank: int, port: int, out: str) -> None:
         MASTER_PORT=str(port),
     )
     out_dir = Path(out)
-    real_save = spotter.train._save_state
+    real_save = spotter.training.fit._save_state
 
     def recording_save(path, *args):
         with open(out_dir / f"writer-{rank}.txt", "a") as fh:
             fh.write(f"{Path(path).name}\n")
         real_save(path, *args)
 
-    spotter.train._save_state = recording_save
+    spotter.training.fit._save_state = recording_save
     train, val = data()
     with distributed.session("train") as group:
         assert group is not None and group.rank == rank and group.world_size == WORLD
         model, history = fit(no_bn_model(), train, val, CFG, state_path=out_dir / "full.safetensors")
         torch.save({"state": model.state_dict(), "history": history.epochs}, out_dir / f"full-{rank}.pt")
 
-        real_val = spotter.train._val_accuracy
-        spotter.train._val_accuracy = _stop_at_second_validation(real_val)
+        real_val = spotter.training.fit._val_accuracy
+        spotter.training.fit._val_accuracy = _stop_at_second_validation(real_val)
         try:
             fit(no_bn_model(), train, val, CFG, state_path=out_dir / "cut.safetensors")
         except KeyboardInterrupt:
             pass
-        spotter.train._val_accuracy = real_val
+        spotter.training.fit._val_accuracy = real_val
         torch.manual_seed(99)  # the resumed run must not depend on the fresh model's weights
         resumed, h = fit(no_bn_model(), train, val, CFG, state_path=out_dir / "cut.safetensors")
         torch.save({"state": resumed.state_dict(), "history": h.epochs}, out_dir / f"resumed-{rank}.pt")
@@ -109,7 +110,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         train_all, test, info = load("synthetic")
         splits = make_splits(train_all, test, (0,), info.num_classes, val_size=48, seed=0)
         cfg = TrainConfig(epochs=1, batch_size=32, lr=0.05, pad=1)
-        ref, meta = spotter.zoo.reference_model(
+        ref, meta = spotter.training.zoo.reference_model(
             "retrained", "synthetic", splits, SPEC, cfg, out_dir / "cache"
         )
         torch.save(ref.state_dict(), out_dir / f"ref-{rank}.pt")

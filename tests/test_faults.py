@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import spotter.bench_job
-from spotter.bench import run_bench
-from spotter.checkpoint import atomic_write, load_model, load_tensors, save_tensors
-from spotter.cli import main
-from spotter.report import RESULTS, read_rows
+import spotter.bench.runner
+from spotter.bench.runner import run_bench
+from spotter.cli.main import main
+from spotter.io import atomic_write
+from spotter.report.tables import RESULTS, read_rows
+from spotter.training.checkpoint import load_model, load_tensors, save_tensors
 
 SMOKE = Path(__file__).resolve().parent.parent / "benchmarks" / "smoke.toml"
 SYNTH = ["--dataset", "synthetic", "--val-size", "48", "--device", "cpu"]
@@ -43,7 +44,7 @@ RECIPE = [
 CHILD = r"""
 import sys, time, torch
 torch.set_num_threads(1)
-import spotter.train as T
+import spotter.training.fit as T
 saves, steps = [], []
 real_save, real_augment = T._save_state, T.augment
 def save(*args):
@@ -57,7 +58,7 @@ def augment(*args, **kwargs):
             time.sleep(600)
     return real_augment(*args, **kwargs)
 T._save_state, T.augment = save, augment
-from spotter.cli import main
+from spotter.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -171,8 +172,8 @@ def test_kill_during_a_write_leaves_the_previous_file(tmp_path) -> None:
 )
 def test_nan_loss_stops_with_epoch_and_step(argv, needles, tmp_path, capsys) -> None:
     if argv[0] == "unlearn":
-        from spotter.checkpoint import save_model
         from spotter.models import ModelSpec, build_model
+        from spotter.training.checkpoint import save_model
 
         spec = ModelSpec("tiny", 6, 1, 8, (0.5,), (0.25,))
         save_model(tmp_path / "m.safetensors", build_model(spec), spec)
@@ -203,9 +204,9 @@ def test_benchmark_interrupted_at_any_job_resumes(cut: int, tmp_path, monkeypatc
         ran.append(job["id"])
         return {"job": job["id"], "wall_s": 0.0}
 
-    monkeypatch.setattr(spotter.bench_job, "Context", FakeContext)
-    monkeypatch.setattr(spotter.bench_job, "run_job", run_job)
-    monkeypatch.setattr("spotter.bench.git_revision", lambda: "test")
+    monkeypatch.setattr(spotter.bench.runner, "Context", FakeContext)
+    monkeypatch.setattr(spotter.bench.runner, "run_job", run_job)
+    monkeypatch.setattr("spotter.bench.runner.git_revision", lambda: "test")
     stop = True
     with pytest.raises(KeyboardInterrupt):
         run_bench(SMOKE, tmp_path)

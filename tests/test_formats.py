@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import spotter.data
+import spotter.data.catalog
 from spotter.data import load
-from spotter.formats import DataFormatError, read_cifar_batch, read_idx
+from spotter.data.formats import DataFormatError, read_cifar_batch, read_idx
 
 RNG = np.random.default_rng(0)
 
@@ -77,7 +78,7 @@ def write_cifar10(
 def no_system_data(monkeypatch, tmp_path):
     """Keep the machine's own /usr/share/datasets and $SPOTTER_DATA out of these tests."""
     monkeypatch.delenv("SPOTTER_DATA", raising=False)
-    monkeypatch.setattr(spotter.data, "DEBIAN_DATASETS", tmp_path / "no-debian-datasets")
+    monkeypatch.setattr(spotter.data.catalog, "DEBIAN_DATASETS", tmp_path / "no-debian-datasets")
 
 
 @pytest.mark.parametrize("gz", [True, False], ids=["gzip", "raw"])
@@ -251,7 +252,7 @@ def test_root_resolution_order(tmp_path, monkeypatch):
         k: v["train-labels-idx1-ubyte"].tolist() for k, v in (("e", explicit), ("v", env), ("d", debian))
     }
     assert len({tuple(v) for v in labels.values()}) == 3  # the three folders are distinguishable
-    monkeypatch.setattr(spotter.data, "DEBIAN_DATASETS", tmp_path / "debian")
+    monkeypatch.setattr(spotter.data.catalog, "DEBIAN_DATASETS", tmp_path / "debian")
     monkeypatch.setenv("SPOTTER_DATA", str(tmp_path / "env"))
 
     assert load("fashion-mnist", tmp_path / "explicit")[0].y.tolist() == labels["e"]

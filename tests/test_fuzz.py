@@ -25,14 +25,14 @@ from hypothesis.extra.numpy import arrays
 from test_formats import idx_bytes
 
 from spotter import methods
-from spotter.audit import AuditConfig
-from spotter.bench_spec import TOP_KEYS, SpecError, load_spec
+from spotter.audit.context import AuditConfig
+from spotter.bench.spec import TOP_KEYS, SpecError, load_spec
 from spotter.config import apply_overrides, parse_overrides
-from spotter.evaluate import EvalConfig
-from spotter.formats import DataFormatError, read_cifar_batch, read_idx
-from spotter.losses import dispersion, masked_kd, masked_probs
-from spotter.metrics import LN2, accuracy, dispersion_score, over_unlearning, per_class_accuracy
-from spotter.train import TrainConfig
+from spotter.data.formats import DataFormatError, read_cifar_batch, read_idx
+from spotter.evaluation.evaluator import EvalConfig
+from spotter.functional.losses import dispersion, masked_kd, masked_probs
+from spotter.functional.metrics import LN2, accuracy, dispersion_score, over_unlearning, per_class_accuracy
+from spotter.training.fit import TrainConfig
 
 # 40 examples keep the suite fast; SPOTTER_FUZZ_EXAMPLES=2000 fuzzes for real
 EXAMPLES = int(os.environ.get("SPOTTER_FUZZ_EXAMPLES", "40"))

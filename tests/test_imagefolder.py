@@ -10,11 +10,10 @@ import pytest
 import torch
 
 import spotter.data
-from spotter import imagefolder
-from spotter.data import TensorSet, make_splits
-from spotter.imagefolder import ImageFolderSet, load_imagefolder
+from spotter.data import TensorSet, imagefolder, make_splits
+from spotter.data.imagefolder import ImageFolderSet, load_imagefolder
 from spotter.models import ModelSpec, build_model
-from spotter.train import FitOptions, TrainConfig, fit
+from spotter.training.fit import FitOptions, TrainConfig, fit
 
 Image = pytest.importorskip("PIL.Image")
 torch.set_num_threads(1)

@@ -12,9 +12,16 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy
 
-from spotter.attacks import pra_sweep, prototype_relearning
-from spotter.losses import dispersion, kd, masked_kd, masked_log_probs, masked_probs, prototype_attack_loss
-from spotter.metrics import (
+from spotter.evaluation.pra import pra_sweep, prototype_relearning
+from spotter.functional.losses import (
+    dispersion,
+    kd,
+    masked_kd,
+    masked_log_probs,
+    masked_probs,
+    prototype_attack_loss,
+)
+from spotter.functional.metrics import (
     LN2,
     accuracy,
     dispersion_score,
@@ -32,7 +39,7 @@ def random_logits(b: int = 16, k: int = 7, scale: float = 3.0) -> torch.Tensor:
     return torch.randn(b, k, generator=GEN, dtype=torch.float64) * scale
 
 
-# --- masked teacher distribution (method.md §2) ---------------------------------------------------
+# --- masked teacher distribution (docs/method.md §2) ---------------------------------------------------
 
 
 @pytest.mark.parametrize("forget", [(0,), (2, 5), (6,)])
@@ -102,7 +109,7 @@ def test_kd_is_zero_on_identical_logits_and_positive_otherwise():
     assert kd(a, b).item() > 0
 
 
-# --- dispersion (method.md §5) ---------------------------------------------------------------------
+# --- dispersion (docs/method.md §5) ---------------------------------------------------------------------
 
 
 def brute_dispersion(feats: torch.Tensor, y: torch.Tensor) -> float:
@@ -136,7 +143,7 @@ def test_dispersion_ignores_cross_class_pairs():
     assert dispersion(feats, torch.tensor([0, 0, 1, 1])).item() == pytest.approx(1.0)
 
 
-# --- divergences (method.md §3) --------------------------------------------------------------------
+# --- divergences (docs/method.md §3) --------------------------------------------------------------------
 
 
 def _prototype_setting(seed: int = 0):

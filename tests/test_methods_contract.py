@@ -1,4 +1,4 @@
-"""The method contract (design.md): every registered method and every "+spotter" combination
+"""The method contract (docs/design.md): every registered method and every "+spotter" combination
 returns a new model, leaves the input untouched, keeps weights finite, is deterministic under a
 seed, has an inert Config and receives only the data its NEEDS declare."""
 
@@ -115,12 +115,12 @@ def test_access_contract(name, protocol, monkeypatch):
 
 
 def test_methods_import_no_metrics_attacks_or_cli():
-    """design.md: a method never imports metrics, attacks, evaluate or the CLI (checked in a fresh
+    """docs/design.md: a method never imports metrics, attacks, evaluate or the CLI (checked in a fresh
     interpreter, so transitive imports count)."""
     code = (
         "import sys, spotter.methods as m\n"
         "[m.get(n) for n in m.available() + m.combinations()]\n"
-        "bad = {'spotter.metrics', 'spotter.attacks', 'spotter.evaluate', 'spotter.cli', 'spotter.commands'}\n"
+        "bad = {'spotter.functional.metrics', 'spotter.evaluation.pra', 'spotter.evaluation.evaluator', 'spotter.cli.main', 'spotter.cli.commands'}\n"
         "print(sorted(bad & set(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

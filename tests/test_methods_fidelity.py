@@ -1,4 +1,4 @@
-"""One test per method pinning its maths on a tiny case (users.md: "unit tests that pin each
+"""One test per method pinning its maths on a tiny case (docs/users.md: "unit tests that pin each
 baseline's maths"), plus the "+spotter" plug-in and the tuner."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from _methods_fixtures import Poison, data, micro, one_thread, original, same, s
 
 from spotter import methods
 from spotter.data import TensorSet, to_float
-from spotter.losses import masked_kd, masked_probs
+from spotter.functional.losses import masked_kd, masked_probs
 from spotter.methods import (
     _plus,
     bad_teacher,
@@ -31,8 +31,9 @@ from spotter.methods import (
     unsir,
 )
 from spotter.methods import spotter as spotter_method
-from spotter.train import TrainConfig, predict
-from spotter.tune import score, tune
+from spotter.methods.tune import score, tune
+from spotter.training.fit import TrainConfig
+from spotter.training.inference import predict
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""PGD and Gaussian neighbourhoods (method.md §3)."""
+"""PGD and Gaussian neighbourhoods (docs/method.md §3)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from spotter.data import to_float
-from spotter.perturb import gaussian, neighbourhood, pgd, runner_up
+from spotter.functional.perturb import gaussian, neighbourhood, pgd, runner_up
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import torch
 from _bench_fixtures import Run, smoke_run
 
 from spotter import cli
-from spotter.report import Setting, latex_table, markdown_table, summary_lines
-from spotter.report_plots import PLOTS
+from spotter.report.plots import PLOTS
+from spotter.report.tables import Setting, latex_table, markdown_table, summary_lines
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Spotter through the method registry: the method contract plus its own behaviour (method.md §5)."""
+"""Spotter through the method registry: the method contract plus its own behaviour (docs/method.md §5)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import spotter.methods
 import spotter.methods.spotter as spotter_method
 from spotter import methods
 from spotter.data import make_splits, to_float
-from spotter.losses import dispersion, masked_kd
-from spotter.train import evaluate_accuracy
+from spotter.functional.losses import dispersion, masked_kd
+from spotter.training.inference import evaluate_accuracy
 
 FAST = {"lr": 1e-2, "epochs": 10, "batch_size": 64}
 

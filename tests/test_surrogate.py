@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from spotter import methods
-from spotter.data import conform, load, load_surrogate
-from spotter.pipeline import DataConfig, prepare
+from spotter.data import DataConfig, conform, load, load_surrogate, prepare
 from tests.test_formats import write_cifar10, write_fashion
 
 

@@ -8,21 +8,22 @@ import pytest
 import torch
 from conftest import same_state, state_copy
 
-import spotter.train
-import spotter.zoo
-from spotter.checkpoint import (
+import spotter.training.fit
+import spotter.training.zoo
+from spotter.data import TensorSet
+from spotter.io import atomic_write
+from spotter.models import ModelSpec, build_model
+from spotter.training.checkpoint import (
     CheckpointError,
-    atomic_write,
     load_foreign_state,
     load_model,
     load_tensors,
     save_model,
     save_tensors,
 )
-from spotter.data import TensorSet
-from spotter.models import ModelSpec, build_model
-from spotter.train import TrainConfig, TrainingDiverged, fit, lr_at, predict
-from spotter.zoo import reference_model
+from spotter.training.fit import TrainConfig, TrainingDiverged, fit, lr_at
+from spotter.training.inference import predict
+from spotter.training.zoo import reference_model
 
 SMALL = TrainConfig(epochs=3, batch_size=32, lr=0.05, pad=1)
 SPEC = ModelSpec("tiny", 6, 1, 4, (0.5,), (0.25,))
@@ -56,7 +57,7 @@ def test_interrupted_run_resumes_to_identical_weights(small, tmp_path, monkeypat
     train, val = small
     reference, _ = fit(fresh(), train, val, SMALL, state_path=tmp_path / "full.safetensors")
 
-    real_save = spotter.train._save_state
+    real_save = spotter.training.fit._save_state
 
     def save_then_crash(path, model, opt, best, history, epoch, fp):
         real_save(path, model, opt, best, history, epoch, fp)
@@ -64,20 +65,20 @@ def test_interrupted_run_resumes_to_identical_weights(small, tmp_path, monkeypat
             raise KeyboardInterrupt("simulated crash after epoch 2")
 
     state = tmp_path / "run.safetensors"
-    monkeypatch.setattr(spotter.train, "_save_state", save_then_crash)
+    monkeypatch.setattr(spotter.training.fit, "_save_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         fit(fresh(), train, val, SMALL, state_path=state)
     assert state.exists()
-    monkeypatch.setattr(spotter.train, "_save_state", real_save)
+    monkeypatch.setattr(spotter.training.fit, "_save_state", real_save)
 
     epochs_run = []
-    real_batches = spotter.train.batches
+    real_batches = spotter.training.fit.batches
 
     def counting_batches(*args, **kwargs):
         epochs_run.append(1)
         return real_batches(*args, **kwargs)
 
-    monkeypatch.setattr(spotter.train, "batches", counting_batches)
+    monkeypatch.setattr(spotter.training.fit, "batches", counting_batches)
     resumed, history = fit(fresh(seed=99), train, val, SMALL, state_path=state)
     assert len(epochs_run) == 1  # only the third epoch ran again
     assert [e["epoch"] for e in history.epochs] == [1, 2, 3]
@@ -234,7 +235,7 @@ def test_reference_model_uses_the_cache(reference, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("fit called although the model is cached")
 
-    monkeypatch.setattr(spotter.zoo, "fit", no_training)
+    monkeypatch.setattr(spotter.training.zoo, "fit", no_training)
     for kind, trained in (("original", reference.original), ("retrained", reference.retrained)):
         model, meta = reference_model(
             kind, "synthetic", reference.splits, reference.spec, reference.cfg, reference.cache_dir
@@ -267,7 +268,7 @@ def test_original_model_does_not_depend_on_the_forget_classes(reference, synthet
     def no_training(*args, **kwargs):
         raise AssertionError("fit called although the original is cached")
 
-    monkeypatch.setattr(spotter.zoo, "fit", no_training)
+    monkeypatch.setattr(spotter.training.zoo, "fit", no_training)
     model, meta = reference_model(
         "original", "synthetic", other, reference.spec, reference.cfg, reference.cache_dir
     )

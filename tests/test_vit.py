@@ -11,7 +11,7 @@ import torch
 from _methods_fixtures import data, one_thread, original_arch
 from torch import nn
 
-from spotter.evaluate import Evaluator
+from spotter.evaluation.evaluator import Evaluator
 from spotter.models import MODELS, Classifier, ModelSpec, build_model
 from spotter.models.timm_adapter import adapt_timm, from_timm
 from spotter.models.vit import ViTFeatures, heads_for, patch_for
@@ -125,7 +125,7 @@ def test_real_timm_model():
 def test_issue_specs_parse(name):
     from pathlib import Path
 
-    from spotter.bench_spec import load_spec
+    from spotter.bench.spec import load_spec
 
     spec = load_spec(Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.toml")
     assert spec.jobs and all(j["config"]["model"]["name"] in MODELS for j in spec.jobs)

@@ -1,6 +1,6 @@
 """Method registry: every module in this folder with `Config`, `NEEDS` and `unlearn` is a method.
 
-The file name is the CLI name, the TOML key and the test id (design.md). A method receives only the
+The file name is the CLI name, the TOML key and the test id (docs/design.md). A method receives only the
 data it declares in NEEDS: a method that does not read retain data is handed splits without any.
 "BASE+spotter" names (see `combinations()`) add Spotter's terms to a base method (methods/_plus.py).
 """
@@ -26,17 +26,20 @@ RETAIN_ACCESS = ("retain", "retain_subset", "retain_stats")
 PROTOCOLS = ("full", "retain-free")
 
 
+NOT_METHODS = ("tune",)  # modules of this package that are tools over methods, not methods
+
+
 def available() -> list[str]:
     """Names of all registered methods, sorted."""
     names = []
     for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
+        if not info.name.startswith("_") and info.name not in NOT_METHODS:
             names.append(info.name)
     return sorted(names)
 
 
 def combinations() -> list[str]:
-    """Every "BASE+spotter" name: bases that train with a loss, plus Spotter's terms (method.md §5)."""
+    """Every "BASE+spotter" name: bases that train with a loss, plus Spotter's terms (docs/method.md §5)."""
     from spotter.methods import _plus
 
     return [
@@ -153,3 +156,16 @@ def run(
     module = get(name)
     cfg = check_config(apply_overrides(cfg if cfg is not None else module.Config(), overrides))
     return module.unlearn(model, visible_splits(name, splits, protocol), cfg)
+
+
+def unlearn(
+    model: nn.Module,
+    splits: Splits,
+    method: str = "spotter",
+    overrides: Any = None,
+    preset: str | None = None,
+    protocol: str = "full",
+) -> nn.Module:
+    """An unlearned copy of `model` (`splits.forget_classes` removed) by `method` with its defaults,
+    a named preset and key=value overrides; the retain-free protocol hides every retain split."""
+    return run(method, model, splits, make_config(method, overrides, preset), protocol=protocol)

@@ -3,7 +3,7 @@
 Every method that trains with a loss takes its optimiser steps through `step()`, which adds an
 optional `extra_loss(student)` term before the backward pass. That is the single place where
 "+spotter" (spotter/methods/_plus.py) plugs Spotter's neighbourhood and dispersion terms into any
-base method's own training run (method.md §5).
+base method's own training run (docs/method.md §5).
 
 Under torchrun (spotter/distributed.py) the same helpers make a method data-parallel: `shuffled`
 hands each rank its share of every global batch (all ranks draw the same permutation), `load`
@@ -19,7 +19,6 @@ every rank: correct, not faster.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import weakref
@@ -28,15 +27,15 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from spotter import distributed
 from spotter.data import TensorSet, augment, to_float
+from spotter.training import distributed
 
 log = logging.getLogger("spotter")
 
 # (student) -> scalar loss added to the base method's loss at every optimiser step ("+spotter").
 ExtraLoss = Callable[[nn.Module], torch.Tensor]
 
-# Augmentation "as in training" (baselines.md preamble): the TrainConfig defaults (crop pad 2, flip).
+# Augmentation "as in training" (docs/baselines.md preamble): the TrainConfig defaults (crop pad 2, flip).
 AUG_PAD, AUG_FLIP = 2, True
 OPTIMIZERS = ("sgd", "adam")
 
@@ -77,29 +76,6 @@ def optimizer(
 def check_optimizer(name: str) -> None:
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)}")
-
-
-def set_mode(model: nn.Module, freeze_bn: bool) -> None:
-    """Train mode, with BatchNorm statistics frozen when asked (affine parameters still train)."""
-    model.train()
-    if freeze_bn:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
-
-
-@contextlib.contextmanager
-def bn_eval(model: nn.Module) -> Iterator[None]:
-    """BatchNorm in eval mode for the duration (restores each layer's mode afterwards)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    modes = [m.training for m in bns]
-    for m in bns:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(bns, modes, strict=True):
-            m.train(mode)
 
 
 def load(

@@ -3,7 +3,7 @@
     L = L_base + (1 − λ1)·KL(mask(p_orig(x')) ‖ p_θ(x')) + λ2·dispersion(h_θ(x), y)
 
 on a forget batch (x, y) and its PGD neighbours x' at every optimiser step of the base method, in
-one training run (method.md §5, "Plug-and-play"). The terms come from `spotter.spotter_terms`;
+one training run (docs/method.md §5, "Plug-and-play"). The terms come from `spotter.spotter_terms`;
 the neighbours are built once from the frozen original, as Spotter builds them. The terms are
 evaluated with BatchNorm in eval mode (Spotter's setting: single-class batches would corrupt the
 running statistics), whatever mode the base trains in; their gradients go through the base's own
@@ -34,6 +34,7 @@ from torch import nn
 from spotter.data import Splits
 from spotter.methods import _common
 from spotter.methods import spotter as spotter_method
+from spotter.models.batchnorm import bn_eval
 
 log = logging.getLogger("spotter")
 
@@ -101,7 +102,7 @@ class SpotterTerms:
         src = self.src[idx]
         x = self.forget.x[src].to(self.device).float().div(255)
         view = student if student.head.out_features == self.k else _KWay(student, self.k)
-        with _common.bn_eval(student):
+        with bn_eval(student):
             _, kd_nb, disp, _ = spotter_method.spotter_terms(
                 view,
                 x,
@@ -114,7 +115,7 @@ class SpotterTerms:
             )
         self.sums += torch.tensor([kd_nb.item(), disp.item()])
         self.calls += 1
-        return (1 - self.cfg.lambda1) * kd_nb + self.cfg.lambda2 * disp  # method.md §5
+        return (1 - self.cfg.lambda1) * kd_nb + self.cfg.lambda2 * disp  # docs/method.md §5
 
 
 def _field(f: dataclasses.Field) -> dataclasses.Field:
@@ -159,7 +160,7 @@ def combo(name: str) -> types.ModuleType:
         namespace={
             "__post_init__": post_init,
             "__doc__": f"{base_name} settings plus Spotter's, prefixed {PREFIX} (defaults: the authors', "
-            f"method.md §5). Search: the base's ranges; spotter_lambda2 0.1..5 (log), spotter_lambda1 "
+            f"docs/method.md §5). Search: the base's ranges; spotter_lambda2 0.1..5 (log), spotter_lambda1 "
             f"0.3..0.9.\n\n{base.Config.__doc__ or ''}",
         },
     )
@@ -185,7 +186,7 @@ def combo(name: str) -> types.ModuleType:
     summary = (base.__doc__ or "").strip().splitlines()[0].rstrip(".")
     module = types.ModuleType(
         f"{methods.__name__}.{name}",
-        f"{summary}; plus Spotter's neighbourhood KD and dispersion (method.md §5).\n\n{__doc__}",
+        f"{summary}; plus Spotter's neighbourhood KD and dispersion (docs/method.md §5).\n\n{__doc__}",
     )
     module.Config = config
     module.NEEDS = tuple(dict.fromkeys((*base.NEEDS, *spotter_method.NEEDS)))

@@ -3,7 +3,7 @@
 Data: reads the forget set D_f and a random subset of the retain set D_r (30% by default).
 Reference: Chundawat et al., "Can Bad Teaching Induce Forgetting? Unlearning in Deep Networks Using
 an Incompetent Teacher", AAAI'23 (github.com/vikram2000b/bad-teaching-unlearning, `UnlearnerLoss`
-and `blindspot_unlearner`; baselines.md §4.11). Target t(x) = softmax(z_incompetent(x)/τ) for forget
+and `blindspot_unlearner`; docs/baselines.md §4.11). Target t(x) = softmax(z_incompetent(x)/τ) for forget
 samples, softmax(z_{θ_o}(x)/τ) for retain samples; minimise KL(t ‖ p_θ).
 Non-obvious settings: the incompetent teacher is a freshly initialised network of the same
 architecture (every layer's reset_parameters from the seeded RNG). The loss keeps the official
@@ -37,7 +37,7 @@ class Config:
     optimizer: str = "adam"  # official
     epochs: int = 1  # official
     batch_size: int = 256  # official
-    augment: bool = True  # training transforms (baselines.md preamble)
+    augment: bool = True  # training transforms (docs/baselines.md preamble)
     seed: int = 0
 
     def __post_init__(self) -> None:

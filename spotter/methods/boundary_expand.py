@@ -2,7 +2,7 @@
 
 Data: reads only the forget set D_f.
 Reference: Chen et al., "Boundary Unlearning", CVPR'23 (github.com/TY-LEE-KR/Boundary-Unlearning-Code,
-`boundary_expanding`; baselines.md §4.7): widen the head to K+1 outputs (old rows copied, the new
+`boundary_expanding`; docs/baselines.md §4.7): widen the head to K+1 outputs (old rows copied, the new
 row freshly initialised), minimise CE(p_θ(x), K) on D_f, then prune the shadow row and return a
 K-way model.
 Non-obvious settings: the pruning step is part of the method (the original code does it; SalUn's
@@ -20,6 +20,7 @@ from torch import nn
 
 from spotter.data import Splits
 from spotter.methods import _common
+from spotter.models.batchnorm import set_mode
 from spotter.models.heads import head_like
 
 NEEDS = ("forget",)
@@ -36,7 +37,7 @@ class Config:
     epochs: int = 10  # paper's code
     batch_size: int = 64  # paper's code
     freeze_bn: bool = False  # paper's code trains in train mode
-    augment: bool = True  # training transforms (baselines.md preamble)
+    augment: bool = True  # training transforms (docs/baselines.md preamble)
     seed: int = 0
 
 
@@ -73,7 +74,7 @@ def unlearn(
     g = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     for epoch in range(cfg.epochs):
-        _common.set_mode(student, cfg.freeze_bn)
+        set_mode(student, cfg.freeze_bn)
         total = 0.0
         for idx in _common.shuffled(len(forget), cfg.batch_size, g):
             x, _ = _common.load(forget, idx, device, cfg.augment, g)

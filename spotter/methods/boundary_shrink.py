@@ -2,7 +2,7 @@
 
 Data: reads only the forget set D_f with its labels.
 Reference: Chen et al., "Boundary Unlearning", CVPR'23 (github.com/TY-LEE-KR/Boundary-Unlearning-Code,
-`boundary_shrink`; baselines.md §4.6): x' = clip_[0,1](x + ε·sign(∇_x CE(p_{θ_o}(x), y))) on the
+`boundary_shrink`; docs/baselines.md §4.6): x' = clip_[0,1](x + ε·sign(∇_x CE(p_{θ_o}(x), y))) on the
 FROZEN ORIGINAL, ŷ = argmax p_{θ_o}(x'), then minimise CE(p_θ(x), ŷ) on the clean x.
 Non-obvious settings: the FGSM step is taken in pixel space (normalisation is inside the model),
 so ε = 0.1 means what it means in the paper. Labels are computed per batch (so they follow the
@@ -23,6 +23,7 @@ from torch import nn
 
 from spotter.data import Splits
 from spotter.methods import _common
+from spotter.models.batchnorm import set_mode
 
 NEEDS = ("forget",)
 TUNE = {"lr": [1e-5, 1e-4, 1e-3, 1e-2], "epochs": [5, 10]}
@@ -40,7 +41,7 @@ class Config:
     epochs: int = 10  # paper's code
     batch_size: int = 64  # paper's code
     freeze_bn: bool = False  # paper's code trains in train mode
-    augment: bool = True  # training transforms (baselines.md preamble)
+    augment: bool = True  # training transforms (docs/baselines.md preamble)
     seed: int = 0
 
 
@@ -70,7 +71,7 @@ def unlearn(
     g = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     for epoch in range(cfg.epochs):
-        _common.set_mode(student, cfg.freeze_bn)
+        set_mode(student, cfg.freeze_bn)
         total, moved = 0.0, 0
         for idx in _common.shuffled(len(forget), cfg.batch_size, g):
             x, y = _common.load(forget, idx, device, cfg.augment, g)

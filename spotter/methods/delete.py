@@ -2,7 +2,7 @@
 
 Data: reads only the forget set D_f with its labels.
 Reference: Zhou et al., "Decoupled Distillation to Erase: A General Unlearning Method for Any
-Class-centric Tasks", CVPR'25 (github.com/shaaaaron/DELETE, `soft_label="inf"`; baselines.md §4.15):
+Class-centric Tasks", CVPR'25 (github.com/shaaaaron/DELETE, `soft_label="inf"`; docs/baselines.md §4.15):
 q(x) = softmax of the original logits with the true-class logit set to −∞ (= the original's
 probabilities with the true class zeroed and renormalised); minimise KL(q(x) ‖ p_θ(x)), batch mean,
 over D_f only.
@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from spotter.data import Splits
-from spotter.losses import kl_to_student, masked_probs
+from spotter.functional.losses import kl_to_student, masked_probs
 from spotter.methods import _common
+from spotter.models.batchnorm import set_mode
 
 NEEDS = ("forget",)
 MASKS = ("true", "forget")
@@ -40,7 +41,7 @@ class Config:
     batch_size: int = 128  # DELETE
     mask: str = "true"  # the paper masks the sample's true class
     freeze_bn: bool = False  # official disable_bn=False
-    augment: bool = True  # training transforms (baselines.md preamble)
+    augment: bool = True  # training transforms (docs/baselines.md preamble)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -69,7 +70,7 @@ def unlearn(
     g = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     for epoch in range(cfg.epochs):
-        _common.set_mode(student, cfg.freeze_bn)
+        set_mode(student, cfg.freeze_bn)
         total = 0.0
         for idx in _common.shuffled(len(forget), cfg.batch_size, g):
             x, y = _common.load(forget, idx, device, cfg.augment, g)

@@ -2,7 +2,7 @@
 
 Data: reads the retain set D_r; never sees D_f.
 Reference: Warnecke et al. 2023 / Golatkar et al. 2020 as run in Unlearn-Sparse and SalUn
-(github.com/OPTML-Group/Unlearn-Sparse, `unlearn/FT.py`; baselines.md §4.2): minimise
+(github.com/OPTML-Group/Unlearn-Sparse, `unlearn/FT.py`; docs/baselines.md §4.2): minimise
 E_{D_r} CE(p_θ(x), y) from θ_o.
 Non-obvious settings: constant learning rate (Sparse's MultiStepLR milestones 91/136 never fire in
 10 epochs); augmentation as in training. SFR-on uses a cosine schedule and the SCRUB notebook
@@ -33,7 +33,7 @@ class Config:
     batch_size: int = 256  # Unlearn-Sparse default --batch_size 256
     momentum: float = 0.9  # Unlearn-Sparse
     weight_decay: float = 5e-4  # Unlearn-Sparse
-    augment: bool = True  # training transforms (baselines.md preamble)
+    augment: bool = True  # training transforms (docs/baselines.md preamble)
     seed: int = 0
 
 

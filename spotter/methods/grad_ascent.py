@@ -2,7 +2,7 @@
 
 Data: reads only the forget set D_f with its labels.
 Reference: Thudi et al. 2022 / Golatkar et al. 2020, as run in Unlearn-Sparse (Jia et al.,
-NeurIPS'23; github.com/OPTML-Group/Unlearn-Sparse, `unlearn/GA.py`; baselines.md §4.4):
+NeurIPS'23; github.com/OPTML-Group/Unlearn-Sparse, `unlearn/GA.py`; docs/baselines.md §4.4):
 minimise -E_{D_f} CE(p_θ(x), y).
 Non-obvious settings: the objective is unbounded, so the run length (epochs × lr) is the real
 knob; Sparse's maintainers later advise lr 5e-4..1e-3 when forgetting is weak, SFR-on adds a
@@ -34,7 +34,7 @@ class Config:
     momentum: float = 0.9  # Unlearn-Sparse
     weight_decay: float = 5e-4  # Unlearn-Sparse
     clip: float = 0.0  # gradient-norm clip; 0 = off (Sparse), 0.1 in SFR-on
-    augment: bool = True  # training transforms (baselines.md preamble)
+    augment: bool = True  # training transforms (docs/baselines.md preamble)
     seed: int = 0
 
 

@@ -2,7 +2,7 @@
 
 Data: reads the retain set D_r only.
 Reference: Jia et al., "Model Sparsity Can Simplify Machine Unlearning", NeurIPS'23
-(github.com/OPTML-Group/Unlearn-Sparse, `unlearn/FT.py` with `FT_l1`; baselines.md §4.9):
+(github.com/OPTML-Group/Unlearn-Sparse, `unlearn/FT.py` with `FT_l1`; docs/baselines.md §4.9):
 minimise E_{D_r} CE + γ_t·‖θ‖₁, γ_t = γ·(1 − t/T′) for epochs t < T′ = epochs − no_l1_epochs,
 0 afterwards.
 Non-obvious settings: ‖θ‖₁ sums every parameter tensor (the released `l1_regularization`); γ is
@@ -36,7 +36,7 @@ class Config:
     batch_size: int = 256  # Unlearn-Sparse default
     momentum: float = 0.9  # Unlearn-Sparse
     weight_decay: float = 5e-4  # Unlearn-Sparse
-    augment: bool = True  # training transforms (baselines.md preamble)
+    augment: bool = True  # training transforms (docs/baselines.md preamble)
     seed: int = 0
 
     def __post_init__(self) -> None:

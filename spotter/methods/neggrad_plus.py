@@ -2,7 +2,7 @@
 
 Data: reads the retain set D_r and the forget set D_f.
 Reference: Kurmanji et al., "Towards Unbounded Machine Unlearning" (SCRUB), NeurIPS'23; the
-official notebook's NegGrad+ cell (github.com/meghdadk/SCRUB; baselines.md §4.5): per step a retain
+official notebook's NegGrad+ cell (github.com/meghdadk/SCRUB; docs/baselines.md §4.5): per step a retain
 batch and a cycled forget batch,
     loss = α·[CE_r + (λ/2)·‖θ − θ_o‖²] − (1 − α)·CE_f.
 Non-obvious settings: the model stays in eval mode (BatchNorm frozen), SGD without momentum, and
@@ -20,6 +20,7 @@ from torch import nn
 
 from spotter.data import Splits
 from spotter.methods import _common
+from spotter.models.batchnorm import set_mode
 
 NEEDS = ("forget", "retain")
 TUNE = {"lr": [1e-3, 3e-3, 1e-2, 3e-2], "alpha": [0.9, 0.95, 0.99]}
@@ -37,7 +38,7 @@ class Config:
     batch_size: int = 128  # SCRUB notebook retain batch
     forget_batch_size: int = 128  # SCRUB notebook (forget loader cycled alongside)
     freeze_bn: bool = True  # SCRUB notebook keeps the model in eval mode
-    augment: bool = True  # training transforms (baselines.md preamble)
+    augment: bool = True  # training transforms (docs/baselines.md preamble)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -75,7 +76,7 @@ def unlearn(
     forget_batches = _common.cycle(len(forget), cfg.forget_batch_size, g)
     history: list[dict] = []
     for epoch in range(cfg.epochs):
-        _common.set_mode(student, cfg.freeze_bn)
+        set_mode(student, cfg.freeze_bn)
         total = 0.0
         for idx in _common.shuffled(len(retain), cfg.batch_size, g):
             xr, yr = _common.load(retain, idx, device, cfg.augment, g)

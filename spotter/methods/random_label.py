@@ -3,7 +3,7 @@
 Data: reads the forget set D_f (labels replaced) and the retain set D_r.
 Reference: Golatkar et al. 2020 / Graves et al. 2021 ("amnesiac" relabelling), as run in SalUn
 (Fan et al., ICLR'24; github.com/OPTML-Group/Unlearn-Saliency, `Classification/unlearn/RL.py`,
-CIFAR-10 branch; baselines.md §4.3).
+CIFAR-10 branch; docs/baselines.md §4.3).
 Non-obvious settings: every epoch is one pass over D_f with freshly drawn labels, then one pass
 over D_r, each with its own optimiser steps (SalUn's CIFAR-10 code; its CIFAR-100 branch instead
 concatenates and shuffles both). Labels are drawn uniformly from all K classes, so a draw may equal
@@ -39,7 +39,7 @@ class Config:
     momentum: float = 0.9  # SalUn
     weight_decay: float = 5e-4  # SalUn
     label_pool: str = "all"  # SalUn draws from all K classes (may equal the true label)
-    augment: bool = True  # training transforms (baselines.md preamble)
+    augment: bool = True  # training transforms (docs/baselines.md preamble)
     seed: int = 0
 
     def __post_init__(self) -> None:

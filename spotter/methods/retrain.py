@@ -2,9 +2,9 @@
 
 Data: reads the whole retain set D_r (and the retain part of the validation split, for the same
 epoch selection the cached reference models use). Never sees D_f.
-Reference: the "exact unlearning" baseline of every class-unlearning paper (baselines.md §4.1);
-trained with spotter's own loop (spotter.train.fit), the same one that builds the cached
-`retrained` reference model in spotter.zoo.
+Reference: the "exact unlearning" baseline of every class-unlearning paper (docs/baselines.md §4.1);
+trained with spotter's own loop (spotter.training.fit.fit), the same one that builds the cached
+`retrained` reference model in spotter.training.zoo.
 Non-obvious settings: the head keeps all K outputs; the forget rows are simply never trained
 (they keep their random initialisation), as in the Spotter authors' retrained model. The model is
 re-initialised in place of `build_model`: every layer's `reset_parameters()` from the seeded
@@ -13,7 +13,7 @@ disagree (Unlearn-Sparse: 160 ep @0.1; Unlearn-WorstCase: 182 ep cosine; Spotter
 60/120/160; DELETE: 150 ep); we default to the library's fast CPU recipe (`TrainConfig()`) so
 that it matches the zoo's retrained model, and `TrainConfig.paper()` gives the authors' recipe.
 This method cannot use the zoo's cache (its key needs the dataset name); use
-`spotter.zoo.reference_model("retrained", ...)` when a cached copy is wanted.
+`spotter.training.zoo.reference_model("retrained", ...)` when a cached copy is wanted.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch import nn
 
 from spotter.data import Splits
 from spotter.methods import _common
-from spotter.train import TrainConfig, fit
+from spotter.training.fit import TrainConfig, fit
 
 log = logging.getLogger("spotter")
 

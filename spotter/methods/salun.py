@@ -3,7 +3,7 @@
 Data: reads the forget set D_f (saliency, relabelled training) and the retain set D_r (RL part).
 Reference: Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency",
 ICLR'24 (github.com/OPTML-Group/Unlearn-Saliency, `Classification/generate_mask.py` and
-`unlearn/RL.py`; baselines.md §4.8). Saliency g = |Σ_batches ∇_θ(−CE on D_f)| at θ_o (model in eval
+`unlearn/RL.py`; docs/baselines.md §4.8). Saliency g = |Σ_batches ∇_θ(−CE on D_f)| at θ_o (model in eval
 mode); hard global mask M = 1[g in the top `mask_ratio` fraction of all parameter entries]; then
 Random Label (random_label.py) with every gradient multiplied by M.
 Non-obvious settings: the mask covers every parameter tensor (BN and biases included), ranked
@@ -40,7 +40,7 @@ class Config:
     momentum: float = 0.9  # SalUn
     weight_decay: float = 5e-4  # SalUn
     label_pool: str = "all"  # SalUn's RL draws from all K classes
-    augment: bool = True  # training transforms (baselines.md preamble)
+    augment: bool = True  # training transforms (docs/baselines.md preamble)
     seed: int = 0
 
     def __post_init__(self) -> None:

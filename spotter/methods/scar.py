@@ -5,7 +5,7 @@ original's features: "retain_stats"; no retain image is trained on) and surrogat
 (`splits.surrogate`, or the documented fallback below).
 Reference: Bonato, Cotogni, Sabetta, "Is Retain Set All You Need in Machine Unlearning? Restoring
 Performance of Unlearned Models with Out-Of-Distribution Images", ECCV'24 (github.com/jbonato1/SCAR;
-baselines.md §4.13). For each retained class i: μ_i and a twice-shrunk (γ₁ = γ₂ = 3),
+docs/baselines.md §4.13). For each retained class i: μ_i and a twice-shrunk (γ₁ = γ₂ = 3),
 correlation-normalised covariance S_i of Tukey-transformed (h ↦ h^δ, δ = 0.5) features. Each forget
 image gets, once, its nearest non-true class j* by Mahalanobis distance of its L2-normalised
 feature to the L2-normalised means; loss_fgt = λ₁·mean (u − μ_j*)ᵀ S_j*⁻¹ (u − μ_j*) (squared, as
@@ -35,9 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from spotter.data import Splits, TensorSet, to_float
-from spotter.losses import kl_to_student
+from spotter.functional.losses import kl_to_student
 from spotter.methods import _common
-from spotter.train import evaluate_accuracy, predict
+from spotter.models.batchnorm import set_mode
+from spotter.training.inference import evaluate_accuracy, predict
 
 NEEDS = ("forget", "retain_stats", "surrogate")
 FALLBACKS = ("mixed", "patches", "noise")
@@ -183,7 +184,7 @@ def unlearn(
     forget_batches = _common.cycle(len(forget), cfg.batch_size, g)
     history: list[dict] = []
     for epoch in range(cfg.epochs):
-        _common.set_mode(student, cfg.freeze_bn)
+        set_mode(student, cfg.freeze_bn)
         sums = torch.zeros(2)
         for idx in _common.shuffled(len(sur_x), cfg.batch_size, g):
             fidx = next(forget_batches)

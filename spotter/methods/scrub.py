@@ -2,7 +2,7 @@
 
 Data: reads the forget set D_f and the retain set D_r.
 Reference: Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS'23
-(github.com/meghdadk/SCRUB, the official CIFAR-10 "large-scale" notebook cell; baselines.md §4.10).
+(github.com/meghdadk/SCRUB, the official CIFAR-10 "large-scale" notebook cell; docs/baselines.md §4.10).
 Student θ (init θ_o), frozen teacher θ_o, KL_T(s, t) = T²·KL(softmax(t/T) ‖ softmax(s/T)) averaged
 per sample. For epochs e = 1..E: if e ≤ msteps, a max-step pass over D_f minimising −KL_T; then a
 min-step pass over D_r minimising γ·CE + α·KL_T.
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spotter.data import Splits
-from spotter.losses import kd
+from spotter.functional.losses import kd
 from spotter.methods import _common
 
 NEEDS = ("forget", "retain")
@@ -44,7 +44,7 @@ class Config:
     forget_batch_size: int = 32  # forget batch (SCRUB notebook)
     lr_decay_epochs: tuple[int, ...] = (3, 5, 9)  # SCRUB notebook
     lr_decay: float = 0.1  # SCRUB notebook
-    augment: bool = True  # training transforms (baselines.md preamble)
+    augment: bool = True  # training transforms (docs/baselines.md preamble)
     seed: int = 0
 
 

@@ -2,7 +2,7 @@
 
 Data: reads only the original model and the forget set D_f with its labels (no retain data).
 Reference: Ha, Park, Yoon, "Unlearning's Blind Spots: Over-Unlearning and Prototypical Relearning
-Attack", ICML 2026 (arXiv 2506.01318), Eq. for L in §5 of our method.md:
+Attack", ICML 2026 (arXiv 2506.01318), Eq. for L in §5 of our docs/method.md:
 
     L = λ1·KL(mask(p_orig(x)) ‖ p_θ(x)) + (1-λ1)·KL(mask(p_orig(x')) ‖ p_θ(x')) + λ2·disp(h_θ(x), y)
 
@@ -12,7 +12,7 @@ original with `neighbour_seed`, a different draw from the one OU@ε is evaluated
 in eval mode (single-class batches would corrupt its statistics); its affine parameters train.
 
 Our extension (not in the paper, off unless `lambda3` > 0): + λ3·(simulated PRA), the attack of
-method.md §4 run inside each forget batch with random shots and α (`losses.prototype_attack_loss`).
+docs/method.md §4 run inside each forget batch with random shots and α (`losses.prototype_attack_loss`).
 Dispersion is a proxy for PRA robustness; on Fashion-MNIST it was not enough (PRA 18-24% with the
 paper's objective tuned for that dataset), and penalising the attack itself was (benchmarks/README.md).
 """
@@ -27,10 +27,11 @@ import torch
 from torch import nn
 
 from spotter.data import Splits, TensorSet, to_float
-from spotter.losses import dispersion, masked_kd, prototype_attack_loss
-from spotter.perturb import DIRECTIONS, neighbourhood
-from spotter.prototype import VARIANTS as PROTO_VARIANTS
-from spotter.train import freeze_bn, predict
+from spotter.functional.losses import dispersion, masked_kd, prototype_attack_loss
+from spotter.functional.perturb import DIRECTIONS, neighbourhood
+from spotter.functional.prototype import VARIANTS as PROTO_VARIANTS
+from spotter.models.batchnorm import freeze_bn
+from spotter.training.inference import predict
 
 log = logging.getLogger("spotter")
 
@@ -39,26 +40,26 @@ NEEDS = ("forget",)
 
 @dataclass
 class Config:
-    """Spotter's settings. Defaults are the authors' CIFAR-10 ResNet-18 values (method.md §5).
+    """Spotter's settings. Defaults are the authors' CIFAR-10 ResNet-18 values (docs/method.md §5).
 
     Search ranges: lr 1e-5..1e-2 (log), lambda1 0.3..0.9, lambda2 0.1..5 (log), epochs 3..20.
     """
 
     lambda1: float = 0.7  # weight of the clean-sample term; 1-λ1 weighs the neighbours (authors)
-    lambda2: float = 1.0  # dispersion weight (authors; 0.1 trades PRA for OU@ε, method.md §5)
+    lambda2: float = 1.0  # dispersion weight (authors; 0.1 trades PRA for OU@ε, docs/method.md §5)
     temperature: float = 1.0  # authors
     lr: float = 1e-4  # authors
     momentum: float = 0.9  # authors
     weight_decay: float = 5e-4  # authors
     epochs: int = 10  # authors
     batch_size: int = 128  # authors
-    eps: float = 0.03  # neighbourhood L∞ radius in pixels (method.md §3)
-    step: float = 0.01  # PGD step (method.md §3)
-    steps: int = 3  # PGD steps (method.md §3)
-    direction: str = "toward"  # PGD toward the runner-up class (method.md §3)
+    eps: float = 0.03  # neighbourhood L∞ radius in pixels (docs/method.md §3)
+    step: float = 0.01  # PGD step (docs/method.md §3)
+    steps: int = 3  # PGD steps (docs/method.md §3)
+    direction: str = "toward"  # PGD toward the runner-up class (docs/method.md §3)
     copies: int = 1  # neighbours per forget sample
     neighbour_seed: int = 0  # the training draw; evaluation uses another seed
-    freeze_bn: bool = True  # method.md §5
+    freeze_bn: bool = True  # docs/method.md §5
     train_head: bool = True  # False freezes the linear head: only the backbone moves (authors: True)
     lambda3: float = 0.0  # weight of the simulated-PRA term (ours, not in the paper; 0 = off)
     proto_variants: str = "cosine,scaled"  # PRA rows the simulated attack writes (of cosine, l2, scaled)

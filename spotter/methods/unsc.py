@@ -3,7 +3,7 @@
 Data: reads the forget set D_f and one batch of activations per retained class from D_r (a
 per-class retain subset; `per_class` images each).
 Reference: Chen et al., "Unlearning via Null Space Calibration", ICLR'24 (the authors' notebook, and
-its public port `unlearn_unsc`; baselines.md §4.14), building on GPM (Saha et al., ICLR'21):
+its public port `unlearn_unsc`; docs/baselines.md §4.14), building on GPM (Saha et al., ICLR'21):
 for each retained class c (in class order), the inputs of every conv/linear layer on a batch of
 class-c images form R; the basis covering an energy fraction 0.97 + 0.003·c of R is added to the
 layer's basis B (GPM's `update_GPM`); P = BBᵀ. Forget images are relabelled by the original
@@ -29,6 +29,7 @@ from torch import nn
 
 from spotter.data import Splits, TensorSet
 from spotter.methods import _common
+from spotter.models.batchnorm import set_mode
 
 log = logging.getLogger("spotter")
 
@@ -54,7 +55,7 @@ class Config:
     energy: float = 0.97  # GPM / UNSC threshold ...
     energy_step: float = 0.003  # ... + 0.003 · class id (notebook)
     relabel: str = "teacher"  # original's best non-forget class (notebook); or "random" retained class
-    augment: bool = True  # training transforms (baselines.md preamble)
+    augment: bool = True  # training transforms (docs/baselines.md preamble)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -175,7 +176,7 @@ def unlearn(
     kept = torch.tensor([c for c in range(splits.num_classes) if c not in splits.forget_classes])
     history: list[dict] = []
     for epoch in range(cfg.epochs):
-        _common.set_mode(student, freeze_bn=True)
+        set_mode(student, freeze_bn=True)
         total = 0.0
         for idx in _common.shuffled(len(forget), cfg.batch_size, g):
             x, y = _common.load(forget, idx, device, cfg.augment, g)

@@ -2,7 +2,7 @@
 
 Data: reads a per-class subset of the retain set D_r and the forget class ids; no forget images.
 Reference: Tarun et al., "Fast Yet Effective Machine Unlearning", IEEE TNNLS 2023 (the official
-notebook, github.com/vikram2000b/Fast-Machine-Unlearning; baselines.md §4.12).
+notebook, github.com/vikram2000b/Fast-Machine-Unlearning; docs/baselines.md §4.12).
   1. noise: a learnable batch N of `noise_batch` images per forget class c, Adam(lr 0.1) on
      −CE(p_θ(N), c) + λ·mean_i ‖N_i‖² (λ = 0.1), the model frozen;
   2. impair: one epoch of CE over {`noise_copies` copies of N labelled c} ∪ {retain subset of

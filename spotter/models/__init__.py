@@ -1,4 +1,4 @@
-"""Models: every classifier is `normalize -> features -> head` (design.md, "Core contracts").
+"""Models: every classifier is `normalize -> features -> head` (docs/design.md, "Core contracts").
 
 Normalisation is a buffer inside the model, so attacks and neighbourhoods work in pixel space
 ([0, 1]) and eps means the same thing on every dataset.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -17,6 +18,9 @@ from spotter.models.heads import CosineHead
 from spotter.models.resnet import ResNetFeatures
 from spotter.models.tiny import TinyFeatures
 from spotter.models.vit import ViTFeatures
+
+if TYPE_CHECKING:
+    from spotter.data.core import DatasetInfo
 
 
 class Classifier(nn.Module):
@@ -211,3 +215,9 @@ __all__ = [
     "build_model",
     "default_width",
 ]
+
+
+def model_spec(info: DatasetInfo, name: str = "resnet18", width: int | None = None) -> ModelSpec:
+    """The architecture for a dataset: its classes, channels and normalisation, at `width`."""
+    check_model_name(name)
+    return ModelSpec(name, info.num_classes, info.channels, width or default_width(name), info.mean, info.std)

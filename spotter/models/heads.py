@@ -19,14 +19,17 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from spotter.functional.prototype import cosine_logits
 
 MARGINS = ("arcface", "cosface", "none")
 
 
 class CosineHead(nn.Linear):
     """`head(feats) = s · normalise(feats) @ normalise(W)ᵀ` (B, K); bias is None."""
+
+    cosine = True  # read by spotter.functional.prototype.is_cosine (which cannot import models)
 
     def __init__(
         self,
@@ -70,15 +73,6 @@ class CosineHead(nn.Linear):
         """A fresh head of the same kind with `out_features` rows (initialised like nn.Linear)."""
         head = CosineHead(self.in_features, out_features, self.scale, self.margin, self.kind)
         return head.to(self.weight.device, self.weight.dtype)
-
-
-def cosine_logits(feats: torch.Tensor, weight: torch.Tensor, scale: float) -> torch.Tensor:
-    """s · cos(feats, rows of weight): (B, D), (K, D) -> (B, K)."""
-    return scale * F.linear(F.normalize(feats, dim=-1), F.normalize(weight, dim=-1))
-
-
-def is_cosine(head: nn.Module) -> bool:
-    return isinstance(head, CosineHead)
 
 
 def training_logits(model: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,188 @@
+"""The detailed sections of audit.md (one small function per check) and the formatting helpers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from spotter.report.markdown import table_lines
+
+
+def get(*path: str | int) -> Callable[[dict], Any]:
+    """A getter for a nested key path in one model's results; None where it is missing."""
+
+    def getter(res: dict) -> Any:
+        for key in path:
+            if isinstance(res, dict) and key in res:
+                res = res[key]
+            elif isinstance(res, list) and isinstance(key, int) and -len(res) <= key < len(res):
+                res = res[key]
+            else:
+                return None
+        return res
+
+    return getter
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if unit in ("%", "pts"):
+            return f"{value:.2f}"
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def _ran(result: dict, key: str) -> dict[str, dict | None]:
+    """{model: that check's result, or None where it did not run or was skipped}."""
+    out = {}
+    for m in result["models"]:
+        part = result["results"][m].get(key)
+        out[m] = part if isinstance(part, dict) and "skipped" not in part else None
+    return out
+
+
+def _per_class(result: dict) -> list[str]:
+    models, forget = result["models"], set(result["forget_classes"])
+    accs = {m: result["results"][m]["eval"]["per_class_test_acc"] for m in models}
+    rows = [
+        [f"{c} (forget)" if c in forget else str(c), *(fmt(accs[m][c], "%") for m in models)]
+        for c in range(result["num_classes"])
+    ]
+    return ["", "## Test accuracy per class (%)", "", *table_lines(["class", *models], rows)]
+
+
+def _near(result: dict) -> list[str]:
+    models, near = result["models"], _ran(result, "near")
+    if not any(near.values()):
+        return []
+    rows = []
+    for i, r in enumerate(result["near_classes"]):
+        cells = [
+            f"{near[m]['classes'][i]['acc']:.2f} ({near[m]['classes'][i]['delta']:+.2f})" if near[m] else "-"
+            for m in models
+        ]
+        rows.append([str(r["class"]), f"{r['confusion_share']:.1f}% / {r['runner_up_share']:.1f}%", *cells])
+    return [
+        "",
+        "## Damage near the forget class",
+        "",
+        "Retain classes the original confuses the forget class with most (share of forget test images "
+        "it predicts as them / share whose strongest retain class they are); test accuracy per model "
+        "and, in brackets, its change against the original (higher is better, 0 = untouched).",
+        "",
+        *table_lines(["class", "confused / runner-up", *models], rows),
+    ]
+
+
+def _ou_sweep(result: dict) -> list[str]:
+    models, sweep = result["models"], _ran(result, "ou_sweep")
+    if not any(sweep.values()):
+        return []
+    eps = next(v for v in sweep.values() if v)["eps"]
+    rows = [
+        [kind, f"{e:g}", *(fmt(sweep[m][kind][i]) if sweep[m] else "-" for m in models)]
+        for kind in ("pgd", "pgd_away", "gaussian")
+        for i, e in enumerate(eps)
+    ]
+    return [
+        "",
+        "## OU@ε over ε (lower is better)",
+        "",
+        "PGD: 3 steps of ε/3 from a random start in the ε-ball; Gaussian: σ = ε. The neighbourhoods "
+        "are built once from the original and shared by all models.",
+        "",
+        *table_lines(["neighbours", "ε", *models], rows),
+    ]
+
+
+def _pra_cell(pra: dict | None, variant: str, i: int) -> str:
+    if not pra or variant not in pra["variants"]:
+        return "-"
+    d = pra["variants"][variant]
+    return f"{d['forget_acc'][i]:.2f} (α {d['alpha'][i]:.1f})"
+
+
+def _pra(result: dict) -> list[str]:
+    models, pra = result["models"], _ran(result, "pra")
+    if not any(pra.values()):
+        return []
+    first = next(p for p in pra.values() if p)
+    rows = [
+        [v, str(k), *(_pra_cell(pra[m], v, i) for m in models)]
+        for v in first["variants"]
+        for i, k in enumerate(first["shots"])
+    ]
+    return [
+        "",
+        "## Prototypical relearning attack (lower forget accuracy is better)",
+        "",
+        "Forget test accuracy at the attacker's best α (the α with the highest overall test accuracy, "
+        "ties to the larger α), and that α, for each prototype variant and number of shots K.",
+        "",
+        *table_lines(["variant", "K", *models], rows),
+    ]
+
+
+def _finetune(result: dict) -> list[str]:
+    models, ft = result["models"], _ran(result, "finetune")
+    if not any(ft.values()):
+        return []
+    steps = next(f for f in ft.values() if f)["steps"]
+
+    def cell(m: str, i: int) -> str:
+        if not ft[m]:
+            return "-"
+        lr = ft[m].get("lr", [0.0] * len(steps))[i]
+        return f"{ft[m]['test_forget_acc'][i]:.2f} / {ft[m]['test_retain_acc'][i]:.2f}" + (
+            f" (lr {lr:g})" if i else ""
+        )
+
+    rows = [[str(s), *(cell(m, i) for m in models)] for i, s in enumerate(steps)]
+    return [
+        "",
+        "## Few-shot fine-tuning (lower forget accuracy is better)",
+        "",
+        "Forget test accuracy / retain test accuracy after each budget of full-batch SGD steps on K "
+        "forget shots plus as many retain images.",
+        "",
+        *table_lines(["steps", *models], rows),
+    ]
+
+
+def _relearn(result: dict) -> list[str]:
+    models, rt = result["models"], _ran(result, "relearn_time")
+    if not any(rt.values()):
+        return []
+    draws = [f"{r['draws']}" + ("" if r["reached"] else "+ (cap)") if r else "-" for r in rt.values()]
+    losses = [f"{r['losses'][0]:.3f} / {r['target_loss']:.3f}" if r else "-" for r in rt.values()]
+    return [
+        "",
+        "## Relearn time (more draws = harder to relearn)",
+        "",
+        *table_lines(["", *models], [["draws", *draws], ["D_f loss before / target", *losses]]),
+    ]
+
+
+def _skipped(result: dict) -> list[str]:
+    items = [
+        f"- {m}: {k}: {v['skipped']}"
+        for m in result["models"]
+        for k, v in result["results"][m].items()
+        if isinstance(v, dict) and "skipped" in v
+    ]
+    return ["", "## Skipped", "", *items] if items else []
+
+
+SECTIONS = (_per_class, _near, _ou_sweep, _pra, _finetune, _relearn, _skipped)
+
+
+def detail_sections(result: dict) -> list[str]:
+    """Markdown lines of every detailed section the result has data for."""
+    return [line for section in SECTIONS for line in section(result)]

@@ -1,0 +1,173 @@
+"""`spotter bench`: a spec's jobs -> one JSON row per job appended to OUT/results.jsonl.
+
+Each job is (forget set, replicate, method). Its id hashes its whole config, so a re-run skips the
+jobs already in results.jsonl: a crash or Ctrl-C loses at most the jobs in flight. Original and
+retrained models come from spotter.training.zoo's cache (trained once per dataset, model, recipe, forget set
+and seed; a file lock stops two workers training the same one). A job's numbers depend only on its
+own config and seeds (training, unlearning and evaluation seeds are separate), never on which
+worker or in which order it ran, so `--workers` and `--devices` only change the wall time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spotter.bench.job import Context, run_job
+from spotter.bench.spec import Spec, job_id, load_spec
+from spotter.bench.store import append_row
+from spotter.data import resolve_root
+from spotter.io import atomic_write, check_writable, git_revision
+from spotter.report.tables import RESULTS, read_rows
+
+log = logging.getLogger("spotter")
+
+CONTEXT_KEYS = ("dataset", "data", "model", "train", "eval", "audit")
+
+
+@dataclass
+class BenchResult:
+    total: int  # jobs in the spec
+    skipped: int  # already in results.jsonl
+    ran: int  # finished now
+    failed: list[str]  # labels of jobs that raised (rerun to retry)
+    seconds: float
+    out: Path
+
+
+def context_key(config: dict[str, Any]) -> str:
+    return job_id({k: config[k] for k in CONTEXT_KEYS})
+
+
+def assign(jobs: list[dict], workers: int) -> list[list[dict]]:
+    """Split jobs over workers, keeping jobs that share original/retrained/neighbourhoods together."""
+    groups: dict[str, list[dict]] = {}
+    for job in jobs:
+        groups.setdefault(context_key(job["config"]), []).append(job)
+    pieces: list[list[dict]] = []
+    per_group = max(1, math.ceil(workers / len(groups)))  # split groups only when there are few
+    for group in groups.values():
+        n = min(per_group, len(group))
+        size = math.ceil(len(group) / n)
+        pieces += [group[i : i + size] for i in range(0, len(group), size)]
+    plans: list[list[dict]] = [[] for _ in range(workers)]
+    for piece in sorted(pieces, key=len, reverse=True):  # longest first onto the lightest worker
+        min(plans, key=len).extend(piece)
+    return [p for p in plans if p]
+
+
+def run_bench(
+    spec_path: str | Path,
+    out: str | Path,
+    workers: int = 1,
+    devices: list[str] | None = None,
+    cache_dir: str | None = None,
+) -> BenchResult:
+    """Run every job of the spec that results.jsonl does not hold yet."""
+    spec = load_spec(spec_path)
+    out = check_writable(out)
+    t0 = time.time()
+    atomic_write(out / "spec.toml", lambda tmp: Path(tmp).write_text(spec.text))
+    done = {r.get("job") for r in read_rows(out / RESULTS)}
+    todo = [j for j in spec.jobs if j["id"] not in done]
+    devices = devices or ["auto"]
+    workers = max(1, workers, len(devices) if devices != ["auto"] else 1)
+    log.info(
+        "%s: %d jobs, %d already done, %d to run",
+        spec.name,
+        len(spec.jobs),
+        len(spec.jobs) - len(todo),
+        len(todo),
+    )
+    if todo:
+        _preflight(spec)
+        plans = assign(todo, workers)
+        if len(plans) == 1 and len(devices) == 1:
+            run_jobs(plans[0], str(out), devices[0], cache_dir, spec.data_dir)
+        else:
+            _spawn(plans, out, devices, cache_dir, spec.data_dir)
+    finished = {r.get("job") for r in read_rows(out / RESULTS)}
+    failed = [f"{j['config']['label']} (forget {j['config']['data']['forget']}, replicate {j['meta']['replicate']})" for j in todo if j["id"] not in finished]  # fmt: skip
+    return BenchResult(
+        len(spec.jobs), len(spec.jobs) - len(todo), len(todo) - len(failed), failed, time.time() - t0, out
+    )
+
+
+def _preflight(spec: Spec) -> None:
+    """Fail before any work (and before spawning workers) when the data is missing."""
+    dataset = spec.jobs[0]["config"]["dataset"]
+    if dataset != "synthetic":
+        resolve_root(dataset, spec.data_dir)
+
+
+def _spawn(
+    plans: list[list[dict]], out: Path, devices: list[str], cache_dir: str | None, data_dir: str | None
+) -> None:
+    ctx = torch.multiprocessing.get_context("spawn")
+    threads = max(1, torch.get_num_threads() // len(plans))
+    level = logging.getLogger().getEffectiveLevel()
+    procs = []
+    for i, plan in enumerate(plans):
+        args = (plan, str(out), devices[i % len(devices)], cache_dir, data_dir, threads, level, i)
+        procs.append(ctx.Process(target=_worker, args=args, daemon=False))
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join()
+        raise
+
+
+def _worker(plan, out, device, cache_dir, data_dir, threads, level, index) -> None:  # noqa: ANN001
+    torch.set_num_threads(threads)
+    fmt = f"%(asctime)s [worker {index}] %(message)s"
+    logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S")
+    try:
+        run_jobs(plan, out, device, cache_dir, data_dir)
+    except KeyboardInterrupt:
+        pass
+
+
+def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, data_dir: str | None) -> None:
+    """Run jobs in order in this process, appending one row per finished job; a failing job is
+    logged and left out of results.jsonl (a re-run retries it)."""
+    from spotter.training.fit import TrainingDiverged
+
+    contexts: dict[str, Context] = {}
+    for i, job in enumerate(jobs, 1):
+        key = context_key(job["config"])
+        try:
+            if key not in contexts:
+                contexts.clear()  # one context at a time: jobs arrive grouped by context
+                contexts[key] = Context(job["config"], device, cache_dir, data_dir)
+            row = run_job(job, contexts[key], Path(out))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except (ValueError, OSError, FloatingPointError, TrainingDiverged) as err:  # one line, no traceback
+            log.error(
+                "job %s (%s) failed: %s; rerun the bench to retry it", job["id"], job["config"]["label"], err
+            )
+            continue
+        except Exception:
+            log.exception(
+                "job %s (%s) failed; rerun the bench to retry it", job["id"], job["config"]["label"]
+            )
+            continue
+        row["git"] = git_revision()
+        append_row(Path(out) / RESULTS, row)
+        c = job["config"]
+        log.info(
+            "[%d/%d] %s, forget %s, seed %d: done in %.0fs (job %s)",
+            i, len(jobs), c["label"], c["data"]["forget"], c["train"]["seed"], row["wall_s"], job["id"],
+        )  # fmt: skip

@@ -1,0 +1,339 @@
+"""`spotter` command line: thin argparse subcommands over spotter.cli.demo (no logic here)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from spotter import __version__
+
+EPILOG = """examples:
+  spotter demo                                  # Fashion-MNIST, forget class 0, ~15 min cold on 2 CPU cores
+  spotter demo --dataset synthetic --model tiny --epochs 2 --out runs/smoke
+  spotter train --kind original --out original.safetensors
+  spotter unlearn --checkpoint original.safetensors --forget 0 --out spotter.safetensors
+  spotter eval spotter.safetensors --original original.safetensors --forget 0
+  spotter audit --original original.safetensors --unlearned spotter.safetensors --forget 0 --out runs/audit
+  spotter list methods
+  spotter bench benchmarks/smoke.toml --out runs/smoke && spotter report runs/smoke
+"""
+
+
+def _data_args(p: argparse.ArgumentParser, surrogate: bool = False) -> None:
+    """Dataset and split flags; `surrogate`: also the surrogate-data flags of commands that run methods."""
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--dataset",
+        default="fashion-mnist",
+        help="fashion-mnist (default), cifar10, cifar100, synthetic, tinyimagenet, imagefolder "
+        "(--data-dir with train/<class>/ and val/ or test/; streamed from disk when larger than "
+        "$SPOTTER_MEMORY_BUDGET GiB, default 1/4 of RAM)",
+    )
+    g.add_argument("--data-dir", help="dataset folder (else $SPOTTER_DATA, else /usr/share/datasets)")
+    g.add_argument("--forget", default="0", help="forget class id(s), comma separated (default 0)")
+    g.add_argument(
+        "--shots",
+        type=int,
+        default=5,
+        help="attacker's samples per forget class for PRA (default 5)",
+    )
+    g.add_argument(
+        "--val-size",
+        type=int,
+        default=5000,
+        help="validation images carved from train (default 5000)",
+    )
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the validation/shots split (default 0)")
+    if not surrogate:
+        return
+    g.add_argument(
+        "--surrogate",
+        metavar="DATASET",
+        help="another dataset whose training images serve as surrogate data (SCAR), converted to this "
+        "dataset's channels and size, e.g. cifar10 for fashion-mnist; default: SCAR's synthetic fallback",
+    )
+    g.add_argument("--surrogate-dir", help="folder of the surrogate dataset (same rules as --data-dir)")
+    g.add_argument(
+        "--surrogate-size", type=int, default=5000, help="surrogate images drawn, seeded (default 5000)"
+    )
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and training")
+    g.add_argument("--model", default="resnet18", help="resnet18 (default) or tiny")
+    g.add_argument("--width", type=int, help="channel width (resnet18: 64 = paper; demo default 16)")
+    g.add_argument("--epochs", type=int, help="training epochs of original/retrained (default 8)")
+    g.add_argument(
+        "--recipe",
+        choices=("fast", "paper"),
+        default="fast",
+        help="fast: one-cycle CPU recipe (default); paper: 200 epochs, docs/method.md §7",
+    )
+    g.add_argument(
+        "--train-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training recipe overrides, e.g. lr=0.05 batch_size=256",
+    )
+    g.add_argument("--seed", type=int, default=0, help="training / unlearning seed (default 0)")
+    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    g.add_argument(
+        "--cache-dir",
+        help="where trained models are cached (default $SPOTTER_CACHE or ~/.cache/spotter)",
+    )
+
+
+def _method_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("unlearning method")
+    g.add_argument("--method", default="spotter", help="method name (see `spotter list methods`)")
+    g.add_argument(
+        "--preset",
+        help="named setting of the method, e.g. spotter's 'authors' (the paper's values) or "
+        "'fashion-mnist-paper' (the paper's objective tuned for Fashion-MNIST); `spotter list presets`",
+    )
+    g.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="method config overrides, e.g. lr=1e-3 lambda2=2",
+    )
+    g.add_argument("--protocol", default="full", help="full (default) or retain-free")
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--eval-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="evaluation overrides, e.g. eps=0.05 divergence=kl alphas=0.5,1.0",
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line that points to --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="spotter",
+        description="Class-level machine unlearning with OU@ε and prototypical relearning attack.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"spotter {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "demo",
+        help="train/load original + retrained, unlearn, evaluate, print a table",
+        description="The whole pipeline on one dataset; writes OUT/results.json and results.md.",
+    )
+    _data_args(p, surrogate=True), _model_args(p), _method_args(p), _eval_args(p)
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+
+    p = sub.add_parser(
+        "train",
+        help="train (or load from cache) the original or retrained model",
+        description="Train a reference model and write it as a safetensors checkpoint. On several GPUs "
+        "(or CPU processes): torchrun --nproc_per_node N -m spotter train ... (data parallel, same "
+        "global batch; rank 0 writes the checkpoint).",
+    )
+    _data_args(p), _model_args(p)
+    p.add_argument("--kind", default="original", help="original (all classes) or retrained (retain only)")
+    p.add_argument("--out", required=True, help="checkpoint path to write (.safetensors)")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the training forward (GPUs, long runs)"
+    )
+
+    p = sub.add_parser(
+        "unlearn",
+        help="unlearn forget classes from a checkpoint",
+        description="Run one unlearning method on a checkpoint; writes the unlearned checkpoint. Methods "
+        "that train on the retain set run data-parallel under torchrun --nproc_per_node N -m spotter unlearn ...",
+    )
+    _data_args(p, surrogate=True), _method_args(p)
+    p.add_argument("--checkpoint", required=True, help="the original model (.safetensors from spotter train)")
+    p.add_argument("--seed", type=int, default=0, help="unlearning seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--out", required=True, help="checkpoint path to write (.safetensors)")
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate checkpoints: accuracies, OU@ε, PRA, dispersion",
+        description="Evaluate one or more checkpoints against the original; prints a table, writes JSON.",
+    )
+    _data_args(p), _eval_args(p)
+    p.add_argument("checkpoints", nargs="+", help="checkpoints to evaluate (.safetensors)")
+    p.add_argument("--original", required=True, help="the original model (reference for OU@ε)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--out", help="write the rows to this JSON file")
+
+    p = sub.add_parser(
+        "audit",
+        help="audit an unlearned checkpoint: relearning attacks, MIA, OU@ε, PRA; writes a report",
+        description="Run every check (accuracies, damage near the forget class, OU@ε and its ε sweep, "
+        "PRA over α, K and prototype variants, few-shot fine-tuning, relearn time, a linear probe, "
+        "membership inference) for the original, retrained (when given) and unlearned models, side by "
+        "side; writes OUT/audit.md, OUT/audit.json and PNG plots. Use the --dataset/--val-size/"
+        "--split-seed the models were trained with, so train and test images are told apart correctly.",
+    )
+    _data_args(p), _eval_args(p)
+    p.add_argument(
+        "--original", required=True, help="model before unlearning (spotter .safetensors, or .pt/.pth)"
+    )
+    p.add_argument("--unlearned", required=True, help="the unlearned model to audit")
+    p.add_argument("--retrained", help="model trained without the forget classes (the reference)")
+    p.add_argument(
+        "--model",
+        help="architecture of foreign .pt/.pth state dicts: a registered name (see `spotter list models`) "
+        "or package.module:factory; spotter checkpoints carry their own",
+    )
+    p.add_argument("--width", type=int, help="channel width of --model NAME (default: the model's default)")
+    p.add_argument(
+        "--input-norm",
+        default="dataset",
+        choices=("dataset", "none"),
+        help="inputs a factory model expects: dataset-normalised (default) or raw [0, 1] pixels",
+    )
+    p.add_argument(
+        "--audit-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="audit settings, e.g. relearn.cap=20 finetune.steps=10,50 ou_eps=0.01,0.03 checks=pra,mia",
+    )
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--out", default="runs/audit", help="report folder (default runs/audit)")
+
+    p = sub.add_parser(
+        "tune",
+        help="grid-search a method's learning rate (and epochs) on the validation split",
+        description="Run METHOD over a small grid (its TUNE grid, or --grid) against the original and "
+        "retrained models (trained or loaded from the cache like `spotter demo`) and keep the setting "
+        "closest to the retrained model on validation: |forget acc - retrained's| + |retain acc - "
+        "original's|. Prints every trial and the winning --set values.",
+    )
+    p.add_argument("tune_method", metavar="METHOD", help="method name, e.g. salun or salun+spotter")
+    _data_args(p, surrogate=True), _model_args(p)
+    p.add_argument("--preset", help="named setting of the method to start from")
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides", help="fixed overrides"
+    )
+    p.add_argument(
+        "--grid", nargs="*", default=[], metavar="KEY=V1,V2", help="grid, e.g. lr=1e-4,1e-3 epochs=5,10"
+    )
+    p.add_argument("--protocol", default="full", help="full (default) or retain-free")
+    p.add_argument("--out", help="write the trials and the best config to this JSON file")
+
+    p = sub.add_parser(
+        "bench",
+        help="run a benchmark spec (TOML): methods x forget sets x seeds -> OUT/results.jsonl",
+        description="Run every job of SPEC (see benchmarks/*.toml) that OUT/results.jsonl does not hold yet: "
+        "one JSON row per job (config, git revision, wall time, every metric), appended as it finishes, so "
+        "a re-run after a crash or Ctrl-C resumes. Original and retrained models come from the cache. "
+        "Render the rows with `spotter report OUT`.",
+    )
+    p.add_argument("spec", metavar="SPEC", help="benchmark spec, e.g. benchmarks/fashion_mnist.toml")
+    p.add_argument("--out", required=True, help="run folder (results.jsonl, features/, report/)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; threads are split)")
+    p.add_argument("--devices", help="comma-separated devices spread over the workers, e.g. cuda:0,cuda:1")
+    p.add_argument(
+        "--cache-dir",
+        help="where trained models are cached (default $SPOTTER_CACHE or ~/.cache/spotter)",
+    )
+
+    p = sub.add_parser(
+        "report",
+        help="render a bench run folder: Markdown/CSV/LaTeX tables, PNG plots, one HTML page",
+        description="Read DIR/results.jsonl (and DIR/features) and write DIR/report/: report.md, report.html "
+        "(self-contained), one .md/.csv/.tex table and PNG plots per setting. Needs only the run folder.",
+    )
+    p.add_argument("run_dir", metavar="DIR", help="a `spotter bench --out` folder")
+
+    p = sub.add_parser("list", help="list methods, datasets, models or presets")
+    p.add_argument("what", choices=("methods", "datasets", "models", "presets"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    from spotter.cli import commands  # heavy imports after parsing keeps --help fast
+    from spotter.training import distributed
+    from spotter.training.fit import TrainingDiverged
+
+    try:
+        with distributed.session(args.command):  # a process group only when launched by torchrun
+            return commands.dispatch(args)
+    except (ValueError, OSError, KeyError, ImportError) as err:
+        # user errors (ValueError naming the bad value and the valid choices), files that cannot be
+        # read or written, missing optional packages: one line, no traceback (-v adds it to the log)
+        logging.getLogger("spotter").debug("traceback", exc_info=True)
+        print(f"spotter {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except (TrainingDiverged, FloatingPointError) as err:  # a NaN/Inf loss: a setting, not a crash
+        logging.getLogger("spotter").debug("traceback", exc_info=True)
+        print(f"spotter {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a failure deep inside torch, or a bug: still one line, the traceback with -v
+        logging.getLogger("spotter").debug("traceback", exc_info=True)
+        if type(err).__name__ == "OutOfMemoryError":
+            print(
+                f"spotter {args.command}: error: out of memory ({_one_line(err)[:160]}); lower batch_size "
+                "(--set / --train-set batch_size=N) or use another --device",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"spotter {args.command}: internal error: {type(err).__name__}: {_one_line(err)} "
+                "(rerun with -v for the traceback, and please report it)",
+                file=sys.stderr,
+            )
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"spotter {args.command}: interrupted; {INTERRUPTED.get(args.command, 'nothing was written')}",
+            file=sys.stderr,
+        )
+        return 130
+
+
+# what survives Ctrl-C, by command (the others write only when they finish)
+INTERRUPTED = {
+    **dict.fromkeys(("demo", "train", "tune"), "finished epochs are checkpointed, rerun to resume"),
+    "bench": "finished jobs are in OUT/results.jsonl, rerun to resume",
+}
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of an exception on one line; an OSError names its file and the reason."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        text = f"{err.filename}: {err.strerror}"
+        if err.filename2 is not None:
+            text = f"{err.filename} -> {err.filename2}: {err.strerror}"
+    elif isinstance(err, KeyError) and err.args:
+        text = str(err.args[0])
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

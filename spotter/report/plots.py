@@ -1,0 +1,223 @@
+"""PNG plots of one benchmark setting, drawn from the rows (and OUT/features) alone.
+
+OU@ε vs ε, PRA forget accuracy vs α and vs K, forget vs retain accuracy of every method, a 2-D
+PCA of forget- and neighbour-class features for the models whose features were saved, and the
+training curves of Spotter (and BASE+spotter) from the method's history. Without matplotlib the
+plots are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spotter.io import atomic_write
+
+log = logging.getLogger("spotter")
+
+STYLE = {"original": ("tab:gray", "--"), "retrained": ("tab:blue", ":")}
+
+
+def pyplot():  # noqa: ANN202 - the pyplot module or None
+    """matplotlib's pyplot on the Agg backend, or None (with a warning) when it is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("matplotlib is not installed: plots skipped (pip install 'spotter-unlearning[plots]')")
+        return None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(plt: Any, fig: Any, path: Path) -> bool:
+    """Save `fig` atomically (format from the suffix) and close it."""
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png"))
+    plt.close(fig)
+    return True
+
+
+def _mean_curve(rows: list[dict], get: Any) -> tuple[list, list] | None:
+    """x and the mean y over replicates of curves `get(row) -> (x, y)` that share their x."""
+    curves = [c for c in (get(r) for r in rows) if c is not None]
+    if not curves:
+        return None
+    x = curves[0][0]
+    ys = [np.asarray(y, dtype=float) for cx, y in curves if list(cx) == list(x) and None not in y]
+    return (x, list(np.mean(ys, axis=0))) if ys else None
+
+
+def _lines(ax: Any, st: Any, get: Any) -> bool:
+    drawn = False
+    for label in st.labels:
+        curve = _mean_curve(st.of(label), get)
+        if curve is None:
+            continue
+        color, style = STYLE.get(label, (None, "-"))
+        width = 2.5 if label == "spotter" else 1.3
+        ax.plot(*curve, linestyle=style, color=color, marker="o", markersize=3, linewidth=width, label=label)
+        drawn = True
+    return drawn
+
+
+def _finish(plt: Any, fig: Any, path: Path, drawn: bool) -> bool:
+    if drawn:
+        return save_figure(plt, fig, path)
+    plt.close(fig)
+    return False
+
+
+def _ou(plt: Any, st: Any, path: Path) -> bool:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    drawn = False
+    for ax, kind, title in zip(
+        axes, ("pgd", "gaussian"), ("PGD toward runner-up", "Gaussian (σ = ε)"), strict=True
+    ):
+        drawn |= _lines(
+            ax, st, lambda r, k=kind: (r["ou_sweep"]["eps"], r["ou_sweep"][k]) if r.get("ou_sweep") else None
+        )
+        ax.set(title=title, xlabel="ε (pixels)")
+        ax.set_yscale("symlog", linthresh=1e-4)
+    axes[0].set_ylabel("OU@ε (JS, lower is better)")
+    axes[1].legend(fontsize=7, ncol=2)
+    return _finish(plt, fig, path, drawn)
+
+
+def _alpha_curve(r: dict) -> tuple[list, list] | None:
+    curve = r.get("pra_curve")
+    return ([p["alpha"] for p in curve], [p["test_forget_acc"] for p in curve]) if curve else None
+
+
+def _k_curve(r: dict) -> tuple[list, list] | None:
+    """Forget accuracy at the attacker's best α for each K, with the evaluation's prototype variant."""
+    shots = r.get("pra_shots")
+    return (shots["shots"], shots[r["config"]["eval"].get("pra_variant", "cosine")]) if shots else None
+
+
+def _pra_alpha(plt: Any, st: Any, path: Path) -> bool:
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    drawn = _lines(ax, st, _alpha_curve)
+    ax.set(
+        xlabel="α (weight of the prototype row)",
+        ylabel="forget test accuracy after PRA (%)",
+        title="PRA vs α",
+    )
+    ax.legend(fontsize=7, ncol=2)
+    return _finish(plt, fig, path, drawn)
+
+
+def _pra_k(plt: Any, st: Any, path: Path) -> bool:
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    drawn = _lines(ax, st, _k_curve)
+    ax.set(xlabel="K (attacker's samples per forget class)", ylabel="forget test accuracy after PRA (%)")
+    shots = sorted({k for r in st.rows if r.get("pra_shots") for k in r["pra_shots"]["shots"]})
+    ax.set(xscale="log", title="PRA at the attacker's best α vs K")
+    ax.set_xticks(shots, [str(k) for k in shots], minor=False)
+    ax.minorticks_off()
+    ax.legend(fontsize=7, ncol=2)
+    return _finish(plt, fig, path, drawn)
+
+
+def _scatter(plt: Any, st: Any, path: Path) -> bool:
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for label in st.labels:
+        f, r = st.stat(label, "test_forget_acc"), st.stat(label, "test_retain_acc")
+        if not (f.n and r.n):
+            continue
+        color = STYLE.get(label, (None,))[0]
+        ax.errorbar(r.mean, f.mean, xerr=r.std, yerr=f.std, fmt="o", color=color, capsize=2, label=label)
+        ax.annotate(label, (r.mean, f.mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set(xlabel="retain test accuracy (%) →", ylabel="forget test accuracy (%) ↓", title="forget vs retain")
+    return save_figure(plt, fig, path)
+
+
+def _features(plt: Any, st: Any, folder: Path, path: Path) -> bool:
+    shown = []
+    for label in st.labels:
+        rows = [r for r in st.of(label) if r.get("features") and (folder / r["features"]["file"]).exists()]
+        if rows:
+            shown.append((label, rows[0]))
+    missing = [
+        lab for lab in st.labels for r in st.of(lab)[:1] if r.get("features") and (lab, r) not in shown
+    ]
+    if missing:
+        log.warning("feature files missing for %s (copy OUT/features with results.jsonl)", ", ".join(missing))
+    if not shown:
+        return False
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.6), squeeze=False)
+    for ax, (label, row) in zip(axes[0], shown, strict=True):
+        with np.load(folder / row["features"]["file"], allow_pickle=False) as z:
+            feats, labels = z["feats"].astype(np.float64), z["labels"]
+        centred = feats - feats.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)  # PCA: top-2 right singular vectors
+        xy = centred @ vt[:2].T
+        for c in np.unique(labels):
+            is_forget = int(c) in row["features"]["forget_classes"]
+            m = labels == c
+            ax.scatter(
+                *xy[m].T,
+                s=4,
+                alpha=0.6,
+                marker="x" if is_forget else "o",
+                label=f"{'forget' if is_forget else 'near'} {c}",
+            )
+        ax.set(title=f"{label} (seed {row['seeds']['train']})", xticks=[], yticks=[])
+    axes[0][0].legend(fontsize=7, markerscale=2)
+    fig.suptitle("Test features, PCA to 2-D: forget class vs its nearest classes", fontsize=9)
+    return save_figure(plt, fig, path)
+
+
+def _curves(plt: Any, st: Any, path: Path) -> bool:
+    labels = [lab for lab in st.labels if any(r.get("history") for r in st.of(lab)) and "spotter" in lab]
+    labels = labels or [lab for lab in st.labels if any(r.get("history") for r in st.of(lab))][:4]
+    if not labels:
+        return False
+    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.4), squeeze=False)
+    for ax, label in zip(axes[0], labels, strict=True):
+        rows = [r for r in st.of(label) if r.get("history")]
+        keys = [k for k, v in rows[0]["history"][0].items() if k != "epoch" and isinstance(v, int | float)]
+        for k in keys:
+            curve = _mean_curve(
+                rows, lambda r, k=k: ([h["epoch"] for h in r["history"]], [h.get(k) for h in r["history"]])
+            )
+            if curve:
+                ax.plot(*curve, marker="o", markersize=3, label=k)
+        ax.set(title=f"{label} (mean of {len(rows)} seeds)", xlabel="epoch")
+        ax.legend(fontsize=7)
+    return save_figure(plt, fig, path)
+
+
+PLOTS = (
+    ("ou_eps", "OU@ε vs ε (mean over seeds; lower is better)"),
+    ("pra_alpha", "PRA forget accuracy vs α (mean over seeds; lower is better)"),
+    ("pra_k", "PRA forget accuracy vs K (mean over seeds; lower is better)"),
+    ("scatter", "Forget vs retain test accuracy of every method (mean ± std over seeds)"),
+    ("features", "2-D PCA of forget- and neighbour-class test features"),
+    ("curves", "Spotter's training curves (loss terms per epoch, mean over seeds)"),
+)
+
+
+def plot_setting(st: Any, folder: Path, out: Path) -> list[tuple[Path, str]]:
+    """Every plot of one setting that has data; [(png path, caption)]."""
+    plt = pyplot()
+    if plt is None:
+        return []
+    draw = {
+        "ou_eps": lambda p: _ou(plt, st, p),
+        "pra_alpha": lambda p: _pra_alpha(plt, st, p),
+        "pra_k": lambda p: _pra_k(plt, st, p),
+        "scatter": lambda p: _scatter(plt, st, p),
+        "features": lambda p: _features(plt, st, folder, p),
+        "curves": lambda p: _curves(plt, st, p),
+    }
+    done = []
+    for name, caption in PLOTS:
+        path = out / f"{st.slug}-{name}.png"
+        if draw[name](path):
+            done.append((path, caption))
+    return done

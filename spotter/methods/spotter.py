@@ -19,7 +19,6 @@ paper's objective tuned for that dataset), and penalising the attack itself was 
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 
@@ -30,7 +29,8 @@ from spotter.data import Splits, TensorSet, to_float
 from spotter.functional.losses import dispersion, masked_kd, prototype_attack_loss
 from spotter.functional.perturb import DIRECTIONS, neighbourhood
 from spotter.functional.prototype import VARIANTS as PROTO_VARIANTS
-from spotter.models.batchnorm import freeze_bn
+from spotter.methods import _common
+from spotter.models.batchnorm import set_mode
 from spotter.training.inference import predict
 
 log = logging.getLogger("spotter")
@@ -168,37 +168,27 @@ def targets(
 
 def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     """Return an unlearned copy of `model`; `model` is the frozen teacher and stays untouched."""
-    device = next(model.parameters()).device
-    forget: TensorSet = splits.forget
-    if len(forget) == 0:
-        raise ValueError("the forget set is empty")
-    torch.manual_seed(cfg.seed)
-    teacher = model
-    x_nb, y_all, x_clean_idx, t_clean, t_nb = targets(teacher, forget, cfg, device)
-
+    forget = _common.require(splits.forget, "forget", "spotter")
+    student, device = _common.start(model, cfg.seed)
+    x_nb, y_all, x_clean_idx, t_clean, t_nb = targets(model, forget, cfg, device)
     # channels-last convolutions: same maths, ~1.35x faster on CPU and GPU
-    student = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last)
+    student = student.to(memory_format=torch.channels_last)
     if not cfg.train_head:
         # The head's rows and biases are shared by every input: moving them to lower one class's
         # logit can shift the boundaries between retain classes as well.
         student.head.requires_grad_(False)
-    opt = torch.optim.SGD(
-        [p for p in student.parameters() if p.requires_grad],
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-    )
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = _common.optimizer("sgd", params, cfg.lr, cfg.momentum, cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     # the simulated attack draws from its own stream, so switching it on leaves the batch order as is
     g_attack = torch.Generator().manual_seed(cfg.seed + 7919)
     variants = tuple(v.strip() for v in cfg.proto_variants.split(","))
-    history = []
+    names = ("loss", "kd_clean", "kd_neighbour", "dispersion", "prototype")
+    history: list[dict] = []
     for epoch in range(cfg.epochs):
-        student.train()
-        if cfg.freeze_bn:
-            freeze_bn(student)
+        set_mode(student, cfg.freeze_bn)
         order = spread_order(y_all, g)
-        sums = torch.zeros(5)
+        sums = torch.zeros(len(names))
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             src = x_clean_idx[idx]
@@ -206,48 +196,22 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             xn = x_nb[idx].to(device).contiguous(memory_format=torch.channels_last)
             y = y_all[idx].to(device)
             kd_clean, kd_nb, disp, feats = spotter_terms(
-                student,
-                x,
-                xn,
-                y,
-                t_clean[src].to(device),
-                t_nb[idx].to(device),
-                splits.forget_classes,
+                student, x, xn, y, t_clean[src].to(device), t_nb[idx].to(device), splits.forget_classes,
                 cfg.temperature,
-            )
+            )  # fmt: skip
             proto = torch.zeros((), device=device)
-            if cfg.lambda3 > 0:
+            if cfg.lambda3 > 0:  # ours: the PRA attacker simulated on this batch (docs/method.md §5)
                 proto = prototype_attack_loss(
-                    feats,
-                    y,
-                    student.head,
-                    splits.forget_classes,
-                    g_attack,
-                    variants=variants,
+                    feats, y, student.head, splits.forget_classes, g_attack, variants=variants
                 )
+            # L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp (+ λ3·PRA, ours)
             loss = (
                 cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp + cfg.lambda3 * proto
             )
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"spotter: loss became {loss.item()} at epoch {epoch + 1}, step {i // cfg.batch_size + 1}"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            terms = [loss.item(), kd_clean.item(), kd_nb.item(), disp.item(), proto.item()]
+            total = _common.step(opt, loss, student, what="spotter loss")
+            terms = [total, kd_clean.item(), kd_nb.item(), disp.item(), proto.item()]
             sums += torch.tensor(terms) * len(idx)
-        mean = (sums / len(order)).tolist()
-        names = ("epoch", "loss", "kd_clean", "kd_neighbour", "dispersion", "prototype")
-        record = dict(zip(names, [epoch + 1, *mean], strict=True))
-        history.append(record)
-        log.info(
-            "spotter epoch %d/%d: loss %.4f (kd %.4f, kd_nb %.4f, disp %.4f, proto %.4f)",
-            epoch + 1,
-            cfg.epochs,
-            *mean,
-        )
+        means = (sums / len(order)).tolist()
+        _common.log_epoch(history, "spotter", epoch + 1, cfg.epochs, **dict(zip(names, means, strict=True)))
     student.requires_grad_(True)  # the returned model is an ordinary trainable model again
-    student.eval()
-    student.unlearn_history = history
-    return student
+    return _common.finish(student, history)

@@ -141,9 +141,52 @@ def test_demo_honours_the_retain_free_protocol(demo, capsys):
     _, run = demo
     cache = str(run.parent / "cache")  # the module's demo trained the reference models already
     common = [*SYNTH, "--model", "tiny", "--epochs", "3", "--cache-dir", cache, "--device", "cpu"]
-    code = main(["demo", *common, "--method", "finetune", "--protocol", "retain-free", "--out", str(run.parent / "rf")])
+    code = main(
+        [
+            "demo",
+            *common,
+            "--method",
+            "finetune",
+            "--protocol",
+            "retain-free",
+            "--out",
+            str(run.parent / "rf"),
+        ]
+    )
     assert code != 0
     assert "'finetune' reads retain" in capsys.readouterr().err
-    assert main(["demo", *common, "--protocol", "retain-free", "--set", "epochs=1", "--out", str(run.parent / "ok")]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                *common,
+                "--protocol",
+                "retain-free",
+                "--set",
+                "epochs=1",
+                "--out",
+                str(run.parent / "ok"),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((run.parent / "ok" / "results.json").read_text())
     assert rows[-1]["protocol"] == "retain-free"
+
+
+def test_help_lists_every_model_and_dataset():
+    """The parser names models and datasets without importing torch; the registries are the truth."""
+    from spotter.cli.main import DATASET_HELP, MODEL_NAMES
+    from spotter.data import DATASETS
+    from spotter.models import MODELS
+
+    assert set(MODEL_NAMES) == set(MODELS)
+    assert all(name in DATASET_HELP for name in DATASETS)
+
+
+def test_help_is_fast_and_torch_free():
+    probe = (
+        "import sys; from spotter.cli.main import build_parser; build_parser(); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

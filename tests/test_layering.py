@@ -140,7 +140,9 @@ RUNTIME = {
 @pytest.fixture(scope="module")
 def loaded() -> dict[str, list[str]]:
     procs = {
-        key: subprocess.Popen([sys.executable, "-c", PROBE.format(imports=imports)], stdout=subprocess.PIPE, text=True)
+        key: subprocess.Popen(
+            [sys.executable, "-c", PROBE.format(imports=imports)], stdout=subprocess.PIPE, text=True
+        )
         for key, (imports, _) in RUNTIME.items()
     }
     out = {}

@@ -47,7 +47,9 @@ def test_readme_measure_table_agrees_with_the_registry() -> None:
         first_cell = row.split(" | ")[0]
         for key, arrow in re.findall(r"`(\w+)`\s*([↑↓]?)", first_cell):
             assert key in MEASURES, f"README lists {key!r}, which the registry does not know"
-            assert arrow == MEASURES[key].arrow, f"{key}: README says {arrow!r}, registry {MEASURES[key].arrow!r}"
+            assert arrow == MEASURES[key].arrow, (
+                f"{key}: README says {arrow!r}, registry {MEASURES[key].arrow!r}"
+            )
             seen.add(key)
     shown = {k for k in DEFAULT_COLUMNS if k in MEASURES and k != "pra_alpha"}
     assert shown <= seen, f"the demo table prints {sorted(shown - seen)}, which the README does not explain"

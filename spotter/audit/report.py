@@ -20,7 +20,6 @@ from spotter.report.markdown import table_lines
 log = logging.getLogger("spotter")
 
 
-
 def _pra_at_curve(variant: str) -> Callable[[dict], Any]:
     """A variant's forget test accuracy at the attacker's best α, for the K of the α curve."""
 
@@ -77,14 +76,25 @@ def summary(result: dict) -> list[dict[str, Any]]:
             continue
         ms = measure(key)
         better = "-" if key == "pra_alpha" else BETTER[ms.direction]
-        rows.append({"measure": ms.title, "key": key, "unit": ms.unit, "better": better, "meaning": ms.meaning, **values})
+        rows.append(
+            {
+                "measure": ms.title,
+                "key": key,
+                "unit": ms.unit,
+                "better": better,
+                "meaning": ms.meaning,
+                **values,
+            }
+        )
     return rows
 
 
 def summary_table(result: dict) -> str:
     """The summary as a Markdown table without the explanations (for a terminal)."""
     models = result["models"]
-    rows = [[r["measure"], *(measure(r["key"]).fmt(r[m]) for m in models), r["better"]] for r in summary(result)]
+    rows = [
+        [r["measure"], *(measure(r["key"]).fmt(r[m]) for m in models), r["better"]] for r in summary(result)
+    ]
     return "\n".join(table_lines(["measure", *models, "better"], rows))
 
 

@@ -236,8 +236,8 @@ def job_id(config: dict[str, Any]) -> str:
     return digest(config, 16, default=list)
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Parse and check a spec; every job of the grid, references first within each replicate."""
+def _read(path: str | Path) -> tuple[str, dict]:
+    """(text, parsed TOML) of a spec file; every failure is a SpecError naming the file and line."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -248,14 +248,32 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(
             f"{path}:1: not UTF-8 text ({err.reason} at byte {err.start}); a spec is TOML"
         ) from None
-    c = _Ctx(str(path), text)
     try:
-        raw = tomllib.loads(text)
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         m = re.search(r"\(at line (\d+), column \d+\)", str(err))
         line = m.group(1) if m else "1"
         message = re.sub(r" ?\(at line.*\)", "", str(err))
         raise SpecError(f"{path}:{line}: {message}") from None
+
+
+def _data(c: _Ctx, raw: dict) -> dict[str, Any]:
+    """The [data] table, checked, with its defaults filled in."""
+    data = _table(c, raw, "data", DATA_KEYS)
+    types = {"val_size": ("int", 0), "shots": ("int", 1), "split_seed": ("int", 0), "surrogate": ("str",)}
+    _check_types(c, data, ("data",), {**types, "surrogate_dir": ("str",), "surrogate_size": ("int", 1)})
+    return {
+        "val_size": data.get("val_size", 5000),
+        "shots": data.get("shots", 5),
+        "split_seed": data.get("split_seed", 0),
+        **{k: data[k] for k in ("surrogate", "surrogate_dir", "surrogate_size") if k in data},
+    }
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Parse and check a spec; every job of the grid, references first within each replicate."""
+    text, raw = _read(path)
+    c = _Ctx(str(path), text)
     for key in raw:
         if key not in TOP_KEYS:
             raise c.fail(f"unknown key {key!r}; valid keys: {', '.join(TOP_KEYS)}", (), key)
@@ -264,40 +282,9 @@ def load_spec(path: str | Path) -> Spec:
     _check_types(c, raw, (), {"features_per_class": ("int", 1)})
     dataset = _dataset(c, raw)
     info = INFO[dataset]
-    model = raw.get("model", "resnet18")
-    try:
-        check_model_name(model)
-    except ValueError as err:
-        raise c.fail(str(err), (), "model") from None
-    width = raw.get("width", default_width(model))
-    if not isinstance(width, int) or width < 1:
-        raise c.fail(f"width: expected a positive integer, got {width!r}", (), "width")
-    recipe = raw.get("recipe", "fast")
-    if recipe not in RECIPES:
-        raise c.fail(f"unknown recipe {recipe!r}; valid choices: {', '.join(RECIPES)}", (), "recipe")
-    train_base = c.config(
-        TrainConfig.paper() if recipe == "paper" else TrainConfig(), _table(c, raw, "train"), ("train",)
-    )
-    data = _table(c, raw, "data", DATA_KEYS)
-    _check_types(
-        c,
-        data,
-        ("data",),
-        {
-            "val_size": ("int", 0),
-            "shots": ("int", 1),
-            "split_seed": ("int", 0),
-            "surrogate": ("str",),
-            "surrogate_dir": ("str",),
-            "surrogate_size": ("int", 1),
-        },
-    )
-    data = {
-        "val_size": data.get("val_size", 5000),
-        "shots": data.get("shots", 5),
-        "split_seed": data.get("split_seed", 0),
-        **{k: data[k] for k in ("surrogate", "surrogate_dir", "surrogate_size") if k in data},
-    }
+    model, width = _model(c, raw)
+    train_base = _train(c, raw)
+    data = _data(c, raw)
     eval_cfg = c.config(EvalConfig(), _table(c, raw, "eval"), ("eval",))
     audit_cfg = c.config(AuditConfig(), _table(c, raw, "audit", AUDIT_KEYS), ("audit",))
     audit = {k: getattr(audit_cfg, k) for k in AUDIT_KEYS}
@@ -318,27 +305,72 @@ def load_spec(path: str | Path) -> Spec:
         raise c.fail(
             f"features: {unknown[0]!r} is not a row label; valid: {', '.join(refs + labels)}", (), "features"
         )
+    context = {
+        "dataset": dataset,
+        "data": data,
+        "model": {"name": model, "width": width},
+        "eval": asdict(eval_cfg),
+    }
+    context["audit"] = audit
+    name = raw.get("name", Path(path).stem)
+    seeds = list(zip(train_seeds, unlearn_seeds, strict=True))
+    jobs = _jobs(c, name, context, train_base, forget_sets, seeds, refs, entries, features, per_class)
+    return Spec(name, str(path), text, jobs, raw.get("data_dir"))
+
+
+def _model(c: _Ctx, raw: dict) -> tuple[str, int]:
+    model = raw.get("model", "resnet18")
+    try:
+        check_model_name(model)
+    except ValueError as err:
+        raise c.fail(str(err), (), "model") from None
+    width = raw.get("width", default_width(model))
+    if not isinstance(width, int) or width < 1:
+        raise c.fail(f"width: expected a positive integer, got {width!r}", (), "width")
+    return model, width
+
+
+def _train(c: _Ctx, raw: dict) -> TrainConfig:
+    """The recipe (fast or paper) with the [train] overrides."""
+    recipe = raw.get("recipe", "fast")
+    if recipe not in RECIPES:
+        raise c.fail(f"unknown recipe {recipe!r}; valid choices: {', '.join(RECIPES)}", (), "recipe")
+    base = TrainConfig.paper() if recipe == "paper" else TrainConfig()
+    return c.config(base, _table(c, raw, "train"), ("train",))
+
+
+def _jobs(
+    c: _Ctx,
+    name: str,
+    base: dict[str, Any],
+    train_base: TrainConfig,
+    forget_sets: list[tuple[tuple[int, ...], int]],
+    seed_pairs: list[tuple[int, int]],
+    refs: list[str],
+    entries: list[dict[str, Any]],
+    features: list[str],
+    per_class: int,
+) -> list[dict[str, Any]]:
+    """Every (forget set, replicate, row) job; a job's id hashes its whole config, in a fixed key order."""
     jobs = []
     for forget, count in forget_sets:
-        seed_pairs = list(zip(train_seeds, unlearn_seeds, strict=True))
         if count > len(seed_pairs):
             raise c.fail(
                 f"forget {list(forget)}: {count} replicates but {len(seed_pairs)} seeds", (), "forget"
             )
         for rep, (t_seed, u_seed) in enumerate(seed_pairs[:count]):
             context = {
-                "dataset": dataset,
-                "data": {**data, "forget": list(forget)},
-                "model": {"name": model, "width": width},
+                "dataset": base["dataset"],
+                "data": {**base["data"], "forget": list(forget)},
+                "model": base["model"],
                 "train": asdict(dataclasses.replace(train_base, seed=t_seed)),
-                "eval": asdict(eval_cfg),
-                "audit": audit,
+                "eval": base["eval"],
+                "audit": base["audit"],
             }
             rows = [{"label": r, "method": r, "kind": "reference"} for r in refs]
             for e in entries:
                 cfg = e["cfg"]
-                if hasattr(cfg, "seed"):
-                    cfg = dataclasses.replace(cfg, seed=u_seed)
+                cfg = methods.with_seed(cfg, u_seed)
                 rows.append(
                     {
                         "label": e["label"], "method": e["method"], "kind": "unlearn", "preset": e["preset"],
@@ -348,6 +380,6 @@ def load_spec(path: str | Path) -> Spec:
             for order, r in enumerate(rows):
                 r["features"] = per_class if r["label"] in features else 0
                 config = {**context, **r}
-                meta = {"spec": raw.get("name", Path(path).stem), "replicate": rep, "order": order}
+                meta = {"spec": name, "replicate": rep, "order": order}
                 jobs.append({"id": job_id(config), "config": config, "meta": meta})
-    return Spec(raw.get("name", Path(path).stem), str(path), text, jobs, raw.get("data_dir"))
+    return jobs

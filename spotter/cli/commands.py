@@ -35,6 +35,15 @@ def parse_classes(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def model_width(name: str, width: int | None) -> int | None:
+    """--width, else 16 for resnet18 (CPU-sized; 64 is the paper's), else the model's own default."""
+    if width:
+        return width
+    if name == "resnet18":
+        return 16
+    return default_width(name) if name in MODELS else None
+
+
 def data_config(args: argparse.Namespace) -> DataConfig:
     if args.shots < 1:
         raise ValueError(f"--shots must be >= 1, got {args.shots}")
@@ -62,9 +71,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.protocol not in methods.PROTOCOLS:
         raise ValueError(f"unknown protocol {args.protocol!r}; valid choices: {', '.join(methods.PROTOCOLS)}")
-    width = args.width or (
-        16 if args.model == "resnet18" else default_width(args.model) if args.model in MODELS else None
-    )
+    width = model_width(args.model, args.width)
     cfg = DemoConfig(
         data=data_config(args),
         model=args.model,
@@ -101,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     check_output_file(args.out)
     splits, info = prepare(data_config(args))
-    spec = model_spec(info, args.model, args.width or (16 if args.model == "resnet18" else None))
+    spec = model_spec(info, args.model, model_width(args.model, args.width))
     options = FitOptions(compile=getattr(args, "compile", False))
     model, meta = reference_model(
         args.kind, info.name, splits, spec, train_config(args), args.cache_dir, device, options
@@ -125,8 +132,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     )
     preset = args.preset or methods.default_preset(args.method, args.dataset)
     cfg = methods.make_config(args.method, dict(_pairs(args.overrides)), preset)
-    if hasattr(cfg, "seed"):
-        cfg = dataclasses.replace(cfg, seed=args.seed)
+    cfg = methods.with_seed(cfg, args.seed)
     t0 = time.time()
     unlearned = methods.run(args.method, model, splits, cfg, protocol=args.protocol)
     seconds = time.time() - t0
@@ -234,11 +240,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out)
     cfg = methods.make_config(args.tune_method, dict(_pairs(args.overrides)), args.preset)
-    if hasattr(cfg, "seed"):
-        cfg = dataclasses.replace(cfg, seed=args.seed)
+    cfg = methods.with_seed(cfg, args.seed)
     grid_points(cfg, parse_grid(args.grid) or default_grid(args.tune_method, cfg))  # before any training
     splits, info = prepare(data_config(args))
-    spec = model_spec(info, args.model, args.width or (16 if args.model == "resnet18" else None))
+    spec = model_spec(info, args.model, model_width(args.model, args.width))
     train = train_config(args)
     original, _ = reference_model("original", info.name, splits, spec, train, args.cache_dir, device)
     retrained, _ = reference_model("retrained", info.name, splits, spec, train, args.cache_dir, device)

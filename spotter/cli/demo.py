@@ -53,18 +53,7 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
         raise ValueError(f"unknown protocol {cfg.protocol!r}; valid choices: {', '.join(methods.PROTOCOLS)}")
     out = check_writable(cfg.out)
     device = resolve_device(cfg.device)
-    preset = cfg.preset or methods.default_preset(cfg.method, cfg.data.dataset)
-    if preset is not None and cfg.preset is None:
-        log.info(
-            "%s: using the %r preset shipped for %s (--preset authors for the paper's values; "
-            "`spotter list presets` shows them all)",
-            cfg.method,
-            preset,
-            cfg.data.dataset,
-        )
-    method_cfg = methods.make_config(cfg.method, cfg.overrides, preset)
-    if hasattr(method_cfg, "seed"):
-        method_cfg = type(method_cfg)(**{**asdict(method_cfg), "seed": cfg.seed})
+    method_cfg = _method_config(cfg)
     splits, info = prepare(cfg.data)
     spec = model_spec(info, cfg.model, cfg.width)
     t_start = time.time()
@@ -89,30 +78,20 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
         "eval": asdict(cfg.eval),
         "git": git_revision(),
     }
-    rows = []
-    for name, model, seconds, extra in (
+    models = (
         ("original", original, meta_o.get("train_seconds"), {"checkpoint": meta_o["path"]}),
         ("retrained", retrained, meta_r.get("train_seconds"), {"checkpoint": meta_r["path"]}),
-        (
-            cfg.method,
-            unlearned,
-            unlearn_s,
-            {
-                "method_config": asdict(method_cfg),
-                "protocol": cfg.protocol,
-                "history": getattr(unlearned, "unlearn_history", None),
-            },
-        ),
-    ):
-        t_eval = time.time()
-        if name in ("original", "retrained"):
-            key = digest([*base_key, file_digest(extra["checkpoint"])])
-            measures = cached_json(evals / f"row-{name}-{key}.json", lambda m=model: evaluator(m))
-        else:
-            measures = evaluator(model)
-        row = {"model": name, **measures, "time_s": seconds, **extra, **common}
-        log.info("evaluated %s in %.0fs", name, time.time() - t_eval)
-        rows.append(row)
+        (cfg.method, unlearned, unlearn_s, {
+            "method_config": asdict(method_cfg), "protocol": cfg.protocol,
+            "history": getattr(unlearned, "unlearn_history", None),
+        }),
+    )  # fmt: skip
+    rows = [
+        {"model": name, **measures, "time_s": seconds, **extra, **common}
+        for (name, _, seconds, extra), measures in zip(
+            models, _measure(models, evaluator, evals, base_key), strict=True
+        )
+    ]
     # the unlearned model too, so `spotter eval` / `spotter audit` can probe it later
     save_model(
         out / f"{cfg.method}.safetensors",
@@ -130,3 +109,33 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
     atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(table))
     log.info("demo finished in %.0fs; results in %s", time.time() - t_start, out)
     return rows
+
+
+def _measure(models: tuple, evaluator: Evaluator, evals: Path, base_key: list) -> list[dict[str, Any]]:
+    """The evaluator's row of each model; the reference models' rows come from (and go to) the cache."""
+    out = []
+    for name, model, _, extra in models:
+        t_eval = time.time()
+        if name in ("original", "retrained"):
+            key = digest([*base_key, file_digest(extra["checkpoint"])])
+            out.append(cached_json(evals / f"row-{name}-{key}.json", lambda m=model: evaluator(m)))
+        else:
+            out.append(evaluator(model))
+        log.info("evaluated %s in %.0fs", name, time.time() - t_eval)
+    return out
+
+
+def _method_config(cfg: DemoConfig) -> Any:
+    """The method's config: the preset asked for, else the one shipped for the dataset, with overrides."""
+    preset = cfg.preset or methods.default_preset(cfg.method, cfg.data.dataset)
+    if preset is not None and cfg.preset is None:
+        log.info(
+            "%s: using the %r preset shipped for %s (--preset authors for the paper's values; "
+            "`spotter list presets` shows them all)",
+            cfg.method,
+            preset,
+            cfg.data.dataset,
+        )
+    method_cfg = methods.make_config(cfg.method, cfg.overrides, preset)
+    method_cfg = methods.with_seed(method_cfg, cfg.seed)
+    return method_cfg

@@ -11,7 +11,7 @@ from typing import NoReturn
 from spotter import __version__
 
 EPILOG = """examples:
-  spotter demo                                  # Fashion-MNIST, forget class 0, ~15 min cold on 2 CPU cores
+  spotter demo                                  # Fashion-MNIST, forget class 0 (see the README for timings)
   spotter demo --dataset synthetic --model tiny --epochs 2 --out runs/smoke
   spotter train --kind original --out original.safetensors
   spotter unlearn --checkpoint original.safetensors --forget 0 --out spotter.safetensors
@@ -22,29 +22,56 @@ EPILOG = """examples:
 """
 
 
+# Names listed in --help without importing torch (tests/test_cli.py checks them against the registries).
+MODEL_NAMES = ("resnet18", "tiny", "vit", "vit64", "face_arcface", "face_cosface")
+DATASET_HELP = (
+    "fashion-mnist (default), cifar10, cifar100, synthetic, tinyimagenet, faces (identity folders), "
+    "imagefolder (--data-dir with train/<class>/ and val/ or test/; streamed from disk when larger than "
+    "$SPOTTER_MEMORY_BUDGET GiB, default 1/4 of RAM)"
+)
+DEVICE_HELP = "auto (default), cpu, cuda, cuda:N, mps"
+CACHE_HELP = "where trained models are cached (default $SPOTTER_CACHE or ~/.cache/spotter)"
+
+
+def _device(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def _cache_dir(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--cache-dir", help=CACHE_HELP)
+
+
+def _out(p: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
+    """--out: required unless a default is given."""
+    if default is None:
+        p.add_argument("--out", required=True, help=what)
+    else:
+        p.add_argument("--out", default=default, help=f"{what} (default {default})")
+
+
+def _pairs_option(p: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, help: str, **kw) -> None:  # noqa: ANN003
+    p.add_argument(flag, nargs="*", default=[], metavar="KEY=VALUE", help=help, **kw)
+
+
+def _protocol(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
+        "--protocol",
+        default="full",
+        help="full (default): the method reads what it declares; retain-free: no retain data at all",
+    )
+
+
 def _data_args(p: argparse.ArgumentParser, surrogate: bool = False) -> None:
     """Dataset and split flags; `surrogate`: also the surrogate-data flags of commands that run methods."""
     g = p.add_argument_group("data")
-    g.add_argument(
-        "--dataset",
-        default="fashion-mnist",
-        help="fashion-mnist (default), cifar10, cifar100, synthetic, tinyimagenet, imagefolder "
-        "(--data-dir with train/<class>/ and val/ or test/; streamed from disk when larger than "
-        "$SPOTTER_MEMORY_BUDGET GiB, default 1/4 of RAM)",
-    )
+    g.add_argument("--dataset", default="fashion-mnist", help=DATASET_HELP)
     g.add_argument("--data-dir", help="dataset folder (else $SPOTTER_DATA, else /usr/share/datasets)")
     g.add_argument("--forget", default="0", help="forget class id(s), comma separated (default 0)")
     g.add_argument(
-        "--shots",
-        type=int,
-        default=5,
-        help="attacker's samples per forget class for PRA (default 5)",
+        "--shots", type=int, default=5, help="attacker's samples per forget class for PRA (default 5)"
     )
     g.add_argument(
-        "--val-size",
-        type=int,
-        default=5000,
-        help="validation images carved from train (default 5000)",
+        "--val-size", type=int, default=5000, help="validation images carved from train (default 5000)"
     )
     g.add_argument("--split-seed", type=int, default=0, help="seed of the validation/shots split (default 0)")
     if not surrogate:
@@ -63,8 +90,12 @@ def _data_args(p: argparse.ArgumentParser, surrogate: bool = False) -> None:
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and training")
-    g.add_argument("--model", default="resnet18", help="resnet18 (default) or tiny")
-    g.add_argument("--width", type=int, help="channel width (resnet18: 64 = paper; demo default 16)")
+    g.add_argument("--model", default="resnet18", help=f"{', '.join(MODEL_NAMES)} (default resnet18)")
+    g.add_argument(
+        "--width",
+        type=int,
+        help="channel width (resnet18: 64 = paper, 16 by default here; others: their own)",
+    )
     g.add_argument("--epochs", type=int, help="training epochs of original/retrained (default 8)")
     g.add_argument(
         "--recipe",
@@ -72,19 +103,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         default="fast",
         help="fast: one-cycle CPU recipe (default); paper: 200 epochs, docs/method.md §7",
     )
-    g.add_argument(
-        "--train-set",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="training recipe overrides, e.g. lr=0.05 batch_size=256",
-    )
+    _pairs_option(g, "--train-set", "training recipe overrides, e.g. lr=0.05 batch_size=256")
     g.add_argument("--seed", type=int, default=0, help="training / unlearning seed (default 0)")
-    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
-    g.add_argument(
-        "--cache-dir",
-        help="where trained models are cached (default $SPOTTER_CACHE or ~/.cache/spotter)",
-    )
+    _device(g)
+    _cache_dir(g)
 
 
 def _method_args(p: argparse.ArgumentParser) -> None:
@@ -92,28 +114,15 @@ def _method_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", default="spotter", help="method name (see `spotter list methods`)")
     g.add_argument(
         "--preset",
-        help="named setting of the method, e.g. spotter's 'authors' (the paper's values) or "
+        help="named setting of the method, e.g. spotter's 'authors' (the authors' released method) or "
         "'fashion-mnist-paper' (the paper's objective tuned for Fashion-MNIST); `spotter list presets`",
     )
-    g.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="overrides",
-        help="method config overrides, e.g. lr=1e-3 lambda2=2",
-    )
-    g.add_argument("--protocol", default="full", help="full (default) or retain-free")
+    _pairs_option(g, "--set", "method config overrides, e.g. lr=1e-3 lambda2=2", dest="overrides")
+    _protocol(g)
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--eval-set",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="evaluation overrides, e.g. eps=0.05 divergence=kl alphas=0.5,1.0",
-    )
+    _pairs_option(p, "--eval-set", "evaluation overrides, e.g. eps=0.05 divergence=kl alphas=0.5,1.0")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,26 +132,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="spotter",
-        description="Class-level machine unlearning with OU@ε and prototypical relearning attack.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"spotter {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="train/load original + retrained, unlearn, evaluate, print a table",
         description="The whole pipeline on one dataset; writes OUT/results.json and results.md.",
     )
     _data_args(p, surrogate=True), _model_args(p), _method_args(p), _eval_args(p)
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    _out(p, "output folder", "runs/demo")
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train (or load from cache) the original or retrained model",
@@ -152,11 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _data_args(p), _model_args(p)
     p.add_argument("--kind", default="original", help="original (all classes) or retrained (retain only)")
-    p.add_argument("--out", required=True, help="checkpoint path to write (.safetensors)")
+    _out(p, "checkpoint path to write (.safetensors)")
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the training forward (GPUs, long runs)"
     )
 
+
+def _add_unlearn(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "unlearn",
         help="unlearn forget classes from a checkpoint",
@@ -166,9 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p, surrogate=True), _method_args(p)
     p.add_argument("--checkpoint", required=True, help="the original model (.safetensors from spotter train)")
     p.add_argument("--seed", type=int, default=0, help="unlearning seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
-    p.add_argument("--out", required=True, help="checkpoint path to write (.safetensors)")
+    _device(p)
+    _out(p, "checkpoint path to write (.safetensors)")
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
         help="evaluate checkpoints: accuracies, OU@ε, PRA, dispersion",
@@ -177,9 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p), _eval_args(p)
     p.add_argument("checkpoints", nargs="+", help="checkpoints to evaluate (.safetensors)")
     p.add_argument("--original", required=True, help="the original model (reference for OU@ε)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    _device(p)
     p.add_argument("--out", help="write the rows to this JSON file")
 
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "audit",
         help="audit an unlearned checkpoint: relearning attacks, MIA, OU@ε, PRA; writes a report",
@@ -197,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrained", help="model trained without the forget classes (the reference)")
     p.add_argument(
         "--model",
-        help="architecture of foreign .pt/.pth state dicts: a registered name (see `spotter list models`) "
-        "or package.module:factory; spotter checkpoints carry their own",
+        help=f"architecture of foreign .pt/.pth state dicts: {', '.join(MODEL_NAMES)} or package.module:factory; "
+        "spotter checkpoints carry their own",
     )
     p.add_argument("--width", type=int, help="channel width of --model NAME (default: the model's default)")
     p.add_argument(
@@ -207,16 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("dataset", "none"),
         help="inputs a factory model expects: dataset-normalised (default) or raw [0, 1] pixels",
     )
-    p.add_argument(
+    _pairs_option(
+        p,
         "--audit-set",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="audit settings, e.g. relearn.cap=20 finetune.steps=10,50 ou_eps=0.01,0.03 checks=pra,mia",
+        "audit settings, e.g. relearn.cap=20 finetune.steps=10,50 ou_eps=0.01,0.03 checks=pra,mia",
     )
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
-    p.add_argument("--out", default="runs/audit", help="report folder (default runs/audit)")
+    _device(p)
+    _out(p, "report folder", "runs/audit")
 
+
+def _add_tune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tune",
         help="grid-search a method's learning rate (and epochs) on the validation split",
@@ -228,15 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tune_method", metavar="METHOD", help="method name, e.g. salun or salun+spotter")
     _data_args(p, surrogate=True), _model_args(p)
     p.add_argument("--preset", help="named setting of the method to start from")
-    p.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides", help="fixed overrides"
-    )
+    _pairs_option(p, "--set", "fixed overrides", dest="overrides")
     p.add_argument(
         "--grid", nargs="*", default=[], metavar="KEY=V1,V2", help="grid, e.g. lr=1e-4,1e-3 epochs=5,10"
     )
-    p.add_argument("--protocol", default="full", help="full (default) or retain-free")
+    _protocol(p)
     p.add_argument("--out", help="write the trials and the best config to this JSON file")
 
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="run a benchmark spec (TOML): methods x forget sets x seeds -> OUT/results.jsonl",
@@ -246,14 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Render the rows with `spotter report OUT`.",
     )
     p.add_argument("spec", metavar="SPEC", help="benchmark spec, e.g. benchmarks/fashion_mnist.toml")
-    p.add_argument("--out", required=True, help="run folder (results.jsonl, features/, report/)")
+    _out(p, "run folder (results.jsonl, features/, report/)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; threads are split)")
     p.add_argument("--devices", help="comma-separated devices spread over the workers, e.g. cuda:0,cuda:1")
-    p.add_argument(
-        "--cache-dir",
-        help="where trained models are cached (default $SPOTTER_CACHE or ~/.cache/spotter)",
-    )
+    _cache_dir(p)
 
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
         help="render a bench run folder: Markdown/CSV/LaTeX tables, PNG plots, one HTML page",
@@ -262,8 +267,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", metavar="DIR", help="a `spotter bench --out` folder")
 
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list methods, datasets, models or presets")
     p.add_argument("what", choices=("methods", "datasets", "models", "presets"))
+
+
+COMMANDS = (
+    _add_demo,
+    _add_train,
+    _add_unlearn,
+    _add_eval,
+    _add_audit,
+    _add_tune,
+    _add_bench,
+    _add_report,
+    _add_list,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="spotter",
+        description="Class-level machine unlearning with OU@ε and prototypical relearning attack.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"spotter {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 

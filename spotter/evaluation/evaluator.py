@@ -31,6 +31,7 @@ from spotter.training.inference import outputs, predict
 
 log = logging.getLogger("spotter")
 
+
 @dataclass
 class EvalConfig:
     """Evaluation settings (docs/method.md §3-4). Change `seed` only to study variance."""
@@ -46,7 +47,7 @@ class EvalConfig:
     alphas: tuple[float, ...] = DEFAULT_ALPHAS  # PRA sweep (docs/method.md §4)
     pra_variant: str = "cosine"  # "cosine" (authors' default) or "l2"
     retain_limit: int = 0  # evaluate retain_acc on a seeded subset of this size; 0 = all
-    batch_size: int = 256  # measured: 2919 img/s at 256 vs 1900 at 1024 (CPU caches)
+    batch_size: int = 256  # faster than larger batches on the CPU (caches; benchmarks/README.md)
 
     def __post_init__(self) -> None:
         if not 0 < self.eps <= 1:
@@ -144,77 +145,70 @@ class Evaluator:
         """(the row of `__call__`, features, logits) on forget, test_forget, test_retain and shots: the
         audit and the benchmark job read the model's outputs from here instead of computing them again."""
         cfg, s, dev = self.cfg, self.splits, self.device
-        # channels-last: ~2x faster inference here (2920 vs 1511 img/s); values agree to ~1e-6
+        # channels-last: faster inference, values agree to ~1e-6 (benchmarks/README.md, throughput)
         model = model.to(dev).to(memory_format=torch.channels_last).eval()
-        feats, logits = outputs(model, s, ("forget", "test_forget", "test_retain", "shots"), cfg.batch_size, dev)
+        feats, logits = outputs(
+            model, s, ("forget", "test_forget", "test_retain", "shots"), cfg.batch_size, dev
+        )
+        row = self._accuracies(model, logits)
+        row.update(self._over_unlearning(model))
+        row["dispersion"] = dispersion_score(feats["test_forget"], s.test_forget.y)
+        row["dispersion_train"] = dispersion_score(feats["forget"], s.forget.y)
+        row.update(self._pra(model, feats))
+        return row, feats, logits
+
+    def _accuracies(self, model: nn.Module, logits: dict[str, torch.Tensor]) -> dict[str, Any]:
+        s, cfg = self.splits, self.cfg
         row: dict[str, Any] = {
             "forget_acc": accuracy(logits["forget"], s.forget.y),
             "test_forget_acc": accuracy(logits["test_forget"], s.test_forget.y),
             "test_retain_acc": accuracy(logits["test_retain"], s.test_retain.y),
         }
         if self.retain is not None:
-            row["retain_acc"] = accuracy(predict(model, self.retain.x, cfg.batch_size, dev), self.retain.y)
+            retain_logits = predict(model, self.retain.x, cfg.batch_size, self.device)
+            row["retain_acc"] = accuracy(retain_logits, self.retain.y)
         test_logits = torch.cat([logits["test_forget"], logits["test_retain"]])
         test_y = torch.cat([s.test_forget.y, s.test_retain.y])
         row["test_acc"] = accuracy(test_logits, test_y)
         row["per_class_test_acc"] = per_class_accuracy(test_logits, test_y, s.num_classes)
-        for kind, key in (
-            ("pgd", "ou_pgd"),
-            ("pgd_away", "ou_pgd_away"),
-            ("gaussian", "ou_gaussian"),
-        ):
-            model_logits = predict(model, self.neighbours[kind], cfg.batch_size, dev)
-            row[key] = over_unlearning(self.reference[kind], model_logits, s.forget_classes, cfg.divergence)
-        row["dispersion"] = dispersion_score(feats["test_forget"], s.test_forget.y)
-        row["dispersion_train"] = dispersion_score(feats["forget"], s.forget.y)
-        pra = pra_sweep(
-            model.head.cpu(),
-            feats["shots"],
-            s.shots.y,
-            s.forget_classes,
-            {k: (feats[k], getattr(s, k).y) for k in ("forget", "test_forget", "test_retain")},
-            cfg.alphas,
-            cfg.pra_variant,
-        )
-        # Our stronger variant (the prototype scaled to a typical head row, attacks.py): a unit-norm
+        return row
+
+    def _over_unlearning(self, model: nn.Module) -> dict[str, float]:
+        """OU@ε (docs/method.md §3) on the three neighbourhoods built from the original."""
+        row = {}
+        for kind in ("pgd", "pgd_away", "gaussian"):
+            model_logits = predict(model, self.neighbours[kind], self.cfg.batch_size, self.device)
+            row[f"ou_{kind}"] = over_unlearning(
+                self.reference[kind], model_logits, self.splits.forget_classes, self.cfg.divergence
+            )
+        return row
+
+    def _pra(self, model: nn.Module, feats: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """PRA (docs/method.md §4) with the configured row, and our scaled row, at the attacker's best α."""
+        s, cfg = self.splits, self.cfg
+        parts = {k: (feats[k], getattr(s, k).y) for k in ("forget", "test_forget", "test_retain")}
+        head = model.head.cpu()
+        pra = pra_sweep(head, feats["shots"], s.shots.y, s.forget_classes, parts, cfg.alphas, cfg.pra_variant)
+        # Our stronger variant (the prototype scaled to a typical head row, evaluation/pra.py): a unit-norm
         # cosine row can lose to well-trained rows merely by being short, which flatters a model.
-        scaled = pra_sweep(
-            model.head,
-            feats["shots"],
-            s.shots.y,
-            s.forget_classes,
-            {k: (feats[k], getattr(s, k).y) for k in ("forget", "test_forget", "test_retain")},
-            cfg.alphas,
-            "scaled",
+        scaled = pra_sweep(head, feats["shots"], s.shots.y, s.forget_classes, parts, cfg.alphas, "scaled")
+        model.head.to(self.device)
+        curve = zip(
+            pra.alphas, pra.test_forget_acc, pra.forget_acc, pra.test_retain_acc, pra.test_acc, strict=True
         )
-        row["pra_scaled_forget_acc"] = scaled.at_best("test_forget_acc")
-        row["pra_scaled_alpha"] = scaled.best_alpha
-        model.head.to(dev)
-        row.update(
-            pra_forget_acc=pra.at_best("test_forget_acc"),
-            pra_train_forget_acc=pra.at_best("forget_acc"),
-            pra_retain_acc=pra.at_best("test_retain_acc"),
-            pra_alpha=pra.best_alpha,
-            pra_alpha1_forget_acc=pra.test_forget_acc[-1] if pra.alphas[-1] == 1.0 else float("nan"),
-            pra_curve=[
-                {
-                    "alpha": a,
-                    "test_forget_acc": f,
-                    "forget_acc": tf,
-                    "test_retain_acc": r,
-                    "test_acc": t,
-                }
-                for a, f, tf, r, t in zip(
-                    pra.alphas,
-                    pra.test_forget_acc,
-                    pra.forget_acc,
-                    pra.test_retain_acc,
-                    pra.test_acc,
-                    strict=True,
-                )
+        return {
+            "pra_scaled_forget_acc": scaled.at_best("test_forget_acc"),
+            "pra_scaled_alpha": scaled.best_alpha,
+            "pra_forget_acc": pra.at_best("test_forget_acc"),
+            "pra_train_forget_acc": pra.at_best("forget_acc"),
+            "pra_retain_acc": pra.at_best("test_retain_acc"),
+            "pra_alpha": pra.best_alpha,
+            "pra_alpha1_forget_acc": pra.test_forget_acc[-1] if pra.alphas[-1] == 1.0 else float("nan"),
+            "pra_curve": [
+                {"alpha": a, "test_forget_acc": f, "forget_acc": tf, "test_retain_acc": r, "test_acc": t}
+                for a, f, tf, r, t in curve
             ],
-        )
-        return row, feats, logits
+        }
 
     def config(self) -> dict[str, Any]:
         return asdict(self.cfg)

@@ -7,6 +7,7 @@ data it declares in NEEDS: a method that does not read retain data is handed spl
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import pkgutil
@@ -113,6 +114,11 @@ def make_config(name: str, overrides: Any = None, preset: str | None = None) -> 
             )
         cfg = apply_overrides(cfg, presets[preset])
     return check_config(apply_overrides(cfg, overrides))
+
+
+def with_seed(cfg: Any, seed: int) -> Any:
+    """`cfg` with its unlearning seed set (methods without randomness have no seed field)."""
+    return dataclasses.replace(cfg, seed=seed) if hasattr(cfg, "seed") else cfg
 
 
 def default_preset(name: str, dataset: str | None) -> str | None:

@@ -43,8 +43,7 @@ class Config:
     """UNSC settings. Search: lr 1e-3..1 (log), epochs 5..30, energy 0.9..0.99.
 
     The projected gradients are small when forget features share the retained classes' dominant
-    directions: on the synthetic set with a 32-d tiny CNN, lr 0.1 left forget accuracy at 94%
-    while lr 1.0 reached 0% with retain accuracy unchanged.
+    directions, so small models can need a much larger lr than the authors' (benchmarks/README.md).
     """
 
     lr: float = 0.04  # authors' notebook (public port `unlearn_unsc`)

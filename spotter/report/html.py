@@ -41,7 +41,9 @@ window.addEventListener("load", function () {
 
 def _table(st: Setting) -> str:
 
-    head = "".join(f"<th>{html.escape(t)}</th>" for t in ["method", "n", *(MEASURES[k].title for k in COLUMNS)])
+    head = "".join(
+        f"<th>{html.escape(t)}</th>" for t in ["method", "n", *(MEASURES[k].title for k in COLUMNS)]
+    )
     marks = {key: st.best(key, MEASURES[key].decimals) for key in COLUMNS}
     body = []
     for label in st.labels:

@@ -29,7 +29,9 @@ def cell(value: Any, key: str) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-def markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str | tuple[str, str]] = DEFAULT_COLUMNS) -> str:
+def markdown(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str | tuple[str, str]] = DEFAULT_COLUMNS
+) -> str:
     """A Markdown table of result rows; columns are measure keys (titled by the registry) or
     (key, title) pairs. Accuracies in percent, OU@ε and dispersion as fractions."""
     pairs = [c if isinstance(c, tuple) else (c, MEASURES[c].title if c in MEASURES else c) for c in columns]

@@ -8,8 +8,6 @@ from its last epoch checkpoint ends with exactly the weights of an uninterrupted
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import math
 import sys
@@ -23,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spotter.data import TensorSet, augment, batches, to_float
+from spotter.io import digest
 from spotter.models.heads import training_logits
 from spotter.training import distributed
 from spotter.training.checkpoint import CheckpointError, load_tensors, save_tensors
@@ -36,8 +35,8 @@ AMP_MODES = ("auto", "bf16", "off")
 
 
 def cpu_has_native_bf16() -> bool:
-    """True where oneDNN runs bf16 natively (AVX512-BF16 / AMX): there autocast is ~1.5x faster
-    (measured 1611 vs 1050 img/s, width-16 ResNet-18, batch 128); elsewhere it is slower."""
+    """True where oneDNN runs bf16 natively (AVX512-BF16 / AMX): there autocast is faster, elsewhere
+    slower (throughput: benchmarks/README.md)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -75,7 +74,7 @@ class TrainConfig:
     flip: bool = True
     select: str = "val"  # "val": keep the epoch with the best validation accuracy; "last"
     seed: int = 0
-    channels_last: bool = True  # faster on CPU (measured: 1065 vs 786 img/s) and on GPU
+    channels_last: bool = True  # faster on CPU and GPU (benchmarks/README.md, throughput)
     amp: str = "auto"  # bf16 autocast: "auto" = on CUDA and on CPUs with native bf16 (AMX), "bf16", "off"
 
     def __post_init__(self) -> None:
@@ -194,6 +193,92 @@ def _check_finite(loss_step: tuple[torch.Tensor, int] | None, desc, epoch, state
     raise TrainingDiverged(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}{kept}")
 
 
+def _device_of(device: torch.device | str) -> torch.device:
+    """`device` with an explicit CUDA index (DDP and the resident copy need one)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def _resume(
+    state_path: Path | None, model: nn.Module, opt: torch.optim.Optimizer, fingerprint: str, desc: str
+) -> tuple[int, dict, History]:
+    """(first epoch to run, best weights so far, history): from `state_path` when it holds this run."""
+    best_state = copy.deepcopy(model.state_dict())
+    if state_path is not None and state_path.exists():  # every rank reads rank 0's file
+        resumed = _load_state(state_path, model, opt, fingerprint)
+        if resumed is not None:
+            epoch, best_state, history = resumed
+            log.info("%s: resuming from epoch %d (%s)", desc, epoch + 2, state_path)
+            return epoch + 1, best_state, history
+    return 0, best_state, History()
+
+
+def _train_epoch(
+    net: nn.Module,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    train: TensorSet,
+    cfg: TrainConfig,
+    epoch: int,
+    run: dict,
+) -> tuple[torch.Tensor, int]:
+    """One pass over `train`; returns (sum of per-sample losses, samples seen) on this rank.
+
+    `run` holds what the epochs share: device, group, options, steps_per_epoch, total, drop_last, where.
+    """
+    device, group = run["device"], run["group"]
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    model.train()
+    loss_sum, n_seen = torch.zeros((), device=device), 0
+    bar = (
+        _progress(run["steps_per_epoch"], f"{run['desc']} {epoch + 1}/{cfg.epochs}") if run["main"] else None
+    )
+    order = list(batches(len(train), cfg.batch_size, True, g, run["drop_last"]))  # same on every rank
+    pending = None  # on GPUs the previous step's loss is checked, so the queue never drains
+    where = (run["desc"], epoch, run["state_path"], group)
+    for step, (xb, y, lo, n) in enumerate(local_batches(train, order, group, device, run["options"])):
+        lr = lr_at(cfg, epoch * run["steps_per_epoch"] + step, run["total"], epoch)
+        for group_ in opt.param_groups:
+            group_["lr"] = lr
+        x = augment(to_float(xb), cfg.pad, cfg.flip, g, total=n, offset=lo)
+        with autocast(device, cfg.amp):
+            logits = net(channels_last(x) if cfg.channels_last else x)
+        # a margin head (ArcFace / CosFace) trains on margin-adjusted logits (models/heads.py)
+        logits = training_logits(model, logits.float(), y)
+        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        if device.type == "cuda":
+            _check_finite(pending, *where)
+            pending = (loss.detach(), step)
+        else:
+            _check_finite((loss, step), *where)
+        opt.zero_grad(set_to_none=True)
+        # DDP averages gradients over ranks; weighting each rank's mean by its share of the
+        # global batch makes that average the gradient of the global batch's mean loss
+        (loss if group is None else loss * (len(y) * group.world_size / n)).backward()
+        opt.step()
+        loss_sum += loss.detach() * len(y)
+        n_seen += len(y)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
+    _check_finite(pending, *where)
+    if bar is not None:
+        bar.close()
+    return loss_sum, n_seen
+
+
 def fit(
     model: nn.Module,
     train: TensorSet,
@@ -208,7 +293,7 @@ def fit(
 
     With `state_path`, the state after every epoch is saved there (atomically) and an existing
     state for the same configuration is resumed. Inside a torch.distributed group (torchrun, see
-    spotter/distributed.py) the model is wrapped in DistributedDataParallel: each rank trains on
+    spotter/training/distributed.py) the model is wrapped in DistributedDataParallel: each rank trains on
     its share of every global batch of `cfg.batch_size`, and only rank 0 logs and saves. BatchNorm
     under DDP: SyncBatchNorm on GPUs (`options.sync_bn`); on CPUs (gloo) each rank normalises with
     its own share's statistics, so only models without BatchNorm match one process exactly.
@@ -217,85 +302,36 @@ def fit(
         raise ValueError("training set is empty")
     opts = options or FitOptions()
     group = distributed.current()
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = _device_of(device)
     if group is not None and min(cfg.batch_size, len(train)) < group.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {group.world_size} processes")
     main = group is None or group.is_main
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov and cfg.momentum > 0,
-        weight_decay=cfg.weight_decay,
-    )
-    fingerprint = hashlib.sha256(json.dumps([cfg.key(), len(train)], sort_keys=True).encode()).hexdigest()
-    history, start = History(), 0
-    best_state = copy.deepcopy(model.state_dict())
+    opt = _optimizer(model, cfg)
+    fingerprint = digest([cfg.key(), len(train)], length=64)
     state_path = Path(state_path) if state_path else None
-    if state_path is not None and state_path.exists():  # every rank reads rank 0's file
-        resumed = _load_state(state_path, model, opt, fingerprint)
-        if resumed is not None:
-            start, best_state, history = resumed
-            start += 1
-            log.info("%s: resuming from epoch %d (%s)", desc, start + 1, state_path)
+    start, best_state, history = _resume(state_path, model, opt, fingerprint, desc)
     distributed.barrier()  # no rank may see a state file that rank 0 writes after this point
     net, restore = wrap(model, device, group, opts)
     train = resident(train, device, opts)
     drop_last = len(train) > cfg.batch_size
     steps_per_epoch = len(train) // cfg.batch_size if drop_last else 1
-    total = steps_per_epoch * cfg.epochs
+    run = {
+        "device": device, "group": group, "options": opts, "main": main, "desc": desc, "state_path": state_path,
+        "drop_last": drop_last, "steps_per_epoch": steps_per_epoch, "total": steps_per_epoch * cfg.epochs,
+    }  # fmt: skip
     for epoch in range(start, cfg.epochs):
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        model.train()
-        t0, loss_sum, n_seen = time.time(), torch.zeros((), device=device), 0
-        bar = _progress(steps_per_epoch, f"{desc} {epoch + 1}/{cfg.epochs}") if main else None
-        order = list(batches(len(train), cfg.batch_size, True, g, drop_last))  # same on every rank
-        pending = None  # on GPUs the previous step's loss is checked, so the queue never drains
-        where = (desc, epoch, state_path, group)
-        for step, (xb, y, lo, n) in enumerate(local_batches(train, order, group, device, opts)):
-            lr = lr_at(cfg, epoch * steps_per_epoch + step, total, epoch)
-            for group_ in opt.param_groups:
-                group_["lr"] = lr
-            x = augment(to_float(xb), cfg.pad, cfg.flip, g, total=n, offset=lo)
-            with autocast(device, cfg.amp):
-                logits = net(channels_last(x) if cfg.channels_last else x)
-            # a margin head (ArcFace / CosFace) trains on margin-adjusted logits (models/heads.py)
-            logits = training_logits(model, logits.float(), y)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            if device.type == "cuda":
-                _check_finite(pending, *where)
-                pending = (loss.detach(), step)
-            else:
-                _check_finite((loss, step), *where)
-            opt.zero_grad(set_to_none=True)
-            # DDP averages gradients over ranks; weighting each rank's mean by its share of the
-            # global batch makes that average the gradient of the global batch's mean loss
-            (loss if group is None else loss * (len(y) * group.world_size / n)).backward()
-            opt.step()
-            loss_sum += loss.detach() * len(y)
-            n_seen += len(y)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
-        _check_finite(pending, *where)
-        if bar is not None:
-            bar.close()
+        t0 = time.time()
+        loss_sum, n_seen = _train_epoch(net, model, opt, train, cfg, epoch, run)
         if group is not None:  # identical BatchNorm statistics on every rank before validating
             for b in model.buffers():
                 torch.distributed.broadcast(b, 0)
         loss_total, n_total = distributed.all_sum([float(loss_sum), float(n_seen)], device)
         val_acc = _val_accuracy(model, val, device, group) if val is not None and len(val) else float("nan")
-        record = {
-            "epoch": epoch + 1,
-            "loss": loss_total / max(n_total, 1),
-            "val_acc": val_acc,
-            "seconds": time.time() - t0,
-        }
+        record = {"epoch": epoch + 1, "loss": loss_total / max(n_total, 1), "val_acc": val_acc}
+        record["seconds"] = time.time() - t0
         history.epochs.append(record)
         score = val_acc if cfg.select == "val" and not math.isnan(val_acc) else float(epoch)
         if score >= history.best_val:
@@ -303,13 +339,8 @@ def fit(
             best_state = copy.deepcopy(model.state_dict())
         log.info(
             "%s epoch %d/%d: loss %.4f, val acc %.2f%%, %.0fs",
-            desc,
-            epoch + 1,
-            cfg.epochs,
-            record["loss"],
-            val_acc,
-            record["seconds"],
-        )
+            desc, epoch + 1, cfg.epochs, record["loss"], val_acc, record["seconds"],
+        )  # fmt: skip
         if state_path is not None and main:
             _save_state(state_path, model, opt, best_state, history, epoch, fingerprint)
     unwrap(model, restore)

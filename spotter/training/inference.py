@@ -13,7 +13,7 @@ from spotter.data.core import Splits, TensorSet, to_float
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
-    """Images in channels-last layout (~2x faster convolutions on the CPU, same values)."""
+    """Images in channels-last layout (faster convolutions on the CPU, same values)."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 

@@ -145,3 +145,44 @@ def test_forget_entry_replicates_and_bad_entries(tmp_path: Path) -> None:
         path.write_text(bad + "\n" + base)
         with pytest.raises(ValueError, match=message):
             load_spec(path)
+
+
+def _summary_module():
+    spec = importlib.util.spec_from_file_location("classes_summary", BENCHMARKS / "classes_summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sweep_row(label: str, per_class: list[float], **measures) -> dict:
+    row = {
+        "label": label, "forget_classes": [0], "seeds": {"train": 0}, "per_class_test_acc": per_class,
+        "forget_acc": 0.0, "test_forget_acc": 0.0, "test_retain_acc": sum(per_class[1:]) / 3,
+        "ou_pgd": 0.1, "ou_pgd_away": 0.1, "ou_gaussian": 0.01, "time_s": 100.0,
+        "pra_shots": {"shots": [5, 20], "cosine": [0.5, 1.0], "l2": [0.0, 1.5], "scaled": [0.0, 2.5]},
+    }  # fmt: skip
+    return {**row, **measures}
+
+
+def test_classes_summary_finds_the_worst_class_and_counts_bars(tmp_path: Path) -> None:
+    summary = _summary_module()
+    rows = [
+        _sweep_row("original", [95.0, 90.0, 92.0, 94.0], forget_acc=99.0, test_forget_acc=95.0),
+        _sweep_row("retrained", [0.0, 90.0, 91.0, 94.0], ou_pgd=0.05, time_s=400.0),
+        # class 2 falls 10 points while the mean falls only 3.3: the mean hides it
+        _sweep_row("ours", [0.0, 90.0, 82.0, 94.0], ou_pgd=0.005, time_s=50.0),
+        _sweep_row("ours", [0.0, 80.0, 92.0, 94.0], seeds={"train": 1}),  # a context without references
+    ]
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    table = summary.contexts(summary.read_rows(tmp_path / "results.jsonl"))
+    assert list(table) == [((0,), 0)]
+    ours = table[(0,), 0]["ours"]
+    assert ours["worst_class"] == 2 and ours["worst_class_change"] == pytest.approx(-10.0)
+    assert ours["ou_ratio"] == pytest.approx(0.1) and ours["pra_scaled_k20"] == 2.5
+    verdicts = [test(ours) for _, test in summary.BARS]
+    # forget, mean retain (−3.3), worst class (−10), OU ratio, PRA cos K5 (0.5), every row K20 (2.5), time
+    assert verdicts == [True, False, False, True, True, False, True]
+    text = summary.summarise(tmp_path)
+    assert "1 complete contexts (1 without both reference rows yet)" in text
+    assert "| ours | 1 of 1 | 0 of 1 | 0 of 1 | 1 of 1 | 1 of 1 | 0 of 1 | 1 of 1 | 0 of 1 |" in text
+    assert "2 (-10.00)" in text

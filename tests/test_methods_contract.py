@@ -34,11 +34,12 @@ def test_registry_lists_every_method_and_combination():
     expected = {
         "bad_teacher", "boundary_expand", "boundary_shrink", "delete", "finetune", "grad_ascent",
         "l1_sparse", "neggrad_plus", "random_label", "retrain", "salun", "scar", "scrub", "spotter",
-        "unsc", "unsir",
+        "unsc", "unsir", "spotter_auto",
     }  # fmt: skip
     assert set(BASES) == expected
     assert not any("+" in n for n in BASES)  # available() lists no combinations
-    assert set(COMBOS) == {f"{n}+spotter" for n in expected - {"retrain", "spotter"}}
+    # spotter_auto is already Spotter's terms and more: it takes no "+spotter"
+    assert set(COMBOS) == {f"{n}+spotter" for n in expected - {"retrain", "spotter", "spotter_auto"}}
     assert set(TINY) == expected
 
 

@@ -28,11 +28,14 @@ def pgd(
     steps: int = 3,
     direction: str = "toward",
     generator: torch.Generator | None = None,
+    target: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L∞ PGD from a uniform random start in the eps-ball, driven by the runner-up class.
 
     direction="toward" descends the runner-up's cross-entropy (our default: the region between the
     forget class and its neighbours); "away" ascends it, as the authors' released code does.
+    `target` (B,) drives the attack toward given classes instead of the runner-up (Spotter-auto's
+    anchors).
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown PGD direction {direction!r}; valid choices: {', '.join(DIRECTIONS)}")
@@ -41,8 +44,9 @@ def pgd(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            target = runner_up(model(x), y)
+        if target is None:
+            with torch.no_grad():
+                target = runner_up(model(x), y)
         noise = torch.rand(x.shape, generator=generator).to(x.device)
         x_adv = (x + (2 * noise - 1) * eps).clamp(0, 1)
         sign = -1.0 if direction == "toward" else 1.0

@@ -57,6 +57,7 @@ WHY_NOT = {
     "retrain": "retrain trains from scratch with the shared trainer: there is no original to distil, "
     "and the exact-unlearning reference must stay untouched",
     "spotter": "spotter already trains with these terms",
+    "spotter_auto": "spotter_auto already trains with these terms (and more)",
 }
 
 

@@ -1,0 +1,346 @@
+"""Spotter-auto: Spotter that protects the retain classes next to the forget class and calibrates
+itself on the forget set, so one default setting serves every class (ours, not in the paper).
+
+Data: reads only the original model and the forget set D_f with its labels (no retain data).
+Reference: builds on Ha, Park, Yoon, "Unlearning's Blind Spots" (ICML 2026, arXiv 2506.01318),
+whose objective it keeps (docs/method.md §5):
+
+    L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp(h(x), y) + λ3·PRA_sim(h(x)) + λa·KD(x_a)
+
+where KD is the masked distillation from the original, x' are PGD neighbours toward the runner-up
+class and PRA_sim the simulated prototype attack of our `spotter` extension. What it adds and why
+(the measurements: benchmarks/README.md, "All-class sweep"):
+
+1. Anchors x_a (neighbour-class protection). The paper's neighbours sit between the forget class
+   and its runner-up, inside the ε-ball that OU@ε measures; the retain classes the forget class
+   resembles most (a coat for a t-shirt) lose accuracy outside it, which OU@ε cannot see. For each
+   forget image we step targeted PGD toward each of the `anchor_classes` retain classes the original
+   ranks highest, far enough that the original calls the result that class, and distil the
+   original there: the student must keep those classes where they meet the forget class.
+2. A radius the model chooses. The anchor radius is the smallest one (of `anchor_radii`) at which
+   the original assigns most anchors to their target class: a property of the model and data,
+   not a number tuned per dataset.
+3. Goals instead of epochs. A stratified slice of D_f is held out. After every epoch the method
+   measures, on that slice, the forget accuracy and the strongest simulated prototype attack
+   (cosine, l2 and scaled rows, K in `check_shots`, every α of the grid, shots from the training
+   part); it stops at the first epoch where both are below their targets (after `min_epochs`), and
+   doubles λ3 after each epoch where the attack still wins (a dual-ascent step, capped), unless
+   the student has begun to disagree with the original on held-out anchors (the retain-free
+   measure of damage to the near retain classes): then λ3 stays, and the epoch with the weakest
+   attack among those that kept the anchors is returned.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from spotter.data import Splits, TensorSet, to_float
+from spotter.functional.losses import masked_kd, prototype_attack_loss
+from spotter.functional.perturb import pgd
+from spotter.functional.prototype import VARIANTS, attacked_head, head_logits, is_cosine, prototype_rows
+from spotter.methods import _common
+from spotter.methods.spotter import Config as SpotterConfig
+from spotter.methods.spotter import spotter_terms, spread_order, targets
+from spotter.models.batchnorm import set_mode
+from spotter.training.inference import predict
+
+log = logging.getLogger("spotter")
+
+NEEDS = ("forget",)
+
+ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # the attacker's α grid of the held-out check
+
+
+@dataclass
+class Config:
+    """Spotter-auto's settings: one default for every dataset and class (no presets).
+
+    Search ranges (ablations, not per-class tuning): anchor_weight 0.25..4, anchor_classes 1..3,
+    lambda2 0..1, lambda3 0.1..2.
+    """
+
+    lr: float = 7e-4  # the learning rate of our Spotter search (benchmarks/README.md)
+    momentum: float = 0.9  # authors
+    weight_decay: float = 5e-4  # authors
+    batch_size: int = 128  # authors
+    max_epochs: int = 15  # a cap; the held-out goals decide when to stop
+    min_epochs: int = 2
+    temperature: float = 4.0  # a soft teacher spares the retain classes (our Spotter search)
+    lambda1: float = 0.5  # clean vs neighbour distillation
+    lambda2: float = 0.25  # dispersion (docs/method.md §5)
+    lambda3: float = 0.5  # initial weight of the simulated attack; doubled while the check fails
+    lambda3_max: float = 8.0
+    anchor_weight: float = 1.0  # λa
+    anchor_classes: int = 2  # retain classes per forget image that get an anchor
+    anchor_radii: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3)  # candidates, pixels (L∞)
+    anchor_hit: float = 0.8  # share of anchors the original must assign to their target class
+    anchor_steps: int = 5
+    eps: float = 0.1  # runner-up neighbours' radius for training (OU@ε is measured at 0.03)
+    step: float = 0.04
+    steps: int = 3
+    holdout: float = 0.1  # share of D_f held out for the checks (per class, at least 5 images)
+    forget_target: float = 0.5  # % of held-out forget images still classified as their class
+    pra_target: float = 1.0  # % the strongest simulated prototype attack may win back
+    agreement_drop: float = 2.0  # points of held-out anchor agreement with the original the student
+    #   may lose against its first epoch: the retain-free proxy of damage to the near retain classes
+    check_shots: tuple[int, ...] = (5, 20)
+    train_head: bool = False  # the head's rows are shared by every class (docs/method.md §5)
+    neighbour_seed: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.anchor_radii = tuple(float(r) for r in self.anchor_radii)
+        self.check_shots = tuple(int(k) for k in self.check_shots)
+        if not 0.0 <= self.lambda1 <= 1.0:
+            raise ValueError(f"lambda1 must be in [0, 1], got {self.lambda1}")
+        if not 0.0 < self.holdout < 1.0:
+            raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
+        if self.anchor_classes < 0 or not self.anchor_radii or min(self.anchor_radii) <= 0:
+            raise ValueError("anchor_classes must be >= 0 and anchor_radii positive pixels")
+        if self.min_epochs < 0 or self.max_epochs < self.min_epochs or self.batch_size < 1:
+            raise ValueError("need 0 <= min_epochs <= max_epochs and batch_size >= 1")
+        if min(self.check_shots, default=0) < 1:
+            raise ValueError(f"check_shots must be positive, got {self.check_shots}")
+
+
+def holdout_split(
+    y: torch.Tensor, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training indices, held-out indices): `fraction` of every class, at least 5 images each."""
+    train, held = [], []
+    for c in y.unique().tolist():
+        idx = (y == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        n = min(len(idx) - 1, max(5, round(fraction * len(idx))))
+        held.append(idx[:n])
+        train.append(idx[n:])
+    return torch.cat(train).sort().values, torch.cat(held).sort().values
+
+
+def anchor_targets(teacher_logits: torch.Tensor, forget_classes: tuple[int, ...], k: int) -> torch.Tensor:
+    """(N, k): the k retain classes the original ranks highest for each forget image."""
+    z = teacher_logits.clone()
+    z[:, list(forget_classes)] = float("-inf")
+    return z.topk(k, dim=1).indices
+
+
+def build_anchors(
+    teacher: nn.Module, x: torch.Tensor, classes: torch.Tensor, cfg: Config, device: torch.device
+) -> tuple[torch.Tensor, float, float]:
+    """(anchors (N*k, C, H, W) float pixels, the radius chosen, the share on target at that radius).
+
+    Targeted PGD toward each image's anchor classes; the radius is the smallest of `anchor_radii` at
+    which the original assigns at least `anchor_hit` of the anchors to their target class."""
+    g = torch.Generator().manual_seed(cfg.neighbour_seed + 1)
+    n, k = classes.shape
+    x_rep = x.repeat_interleave(k, 0)  # anchor i*k + j comes from image i toward classes[i, j]
+    target = classes.reshape(-1)
+    chosen, hit = cfg.anchor_radii[-1], 0.0
+    for radius in cfg.anchor_radii:
+        probe = slice(0, min(len(target), 512))  # the radius is chosen on a seeded prefix
+        adv = _targeted(teacher, x_rep[probe], target[probe], radius, cfg.anchor_steps, g, device)
+        hit = float((predict(teacher, adv, device=device).argmax(1) == target[probe]).float().mean())
+        if hit >= cfg.anchor_hit:
+            chosen = radius
+            break
+    anchors = _targeted(teacher, x_rep, target, chosen, cfg.anchor_steps, g, device)
+    return anchors, chosen, hit
+
+
+def _targeted(
+    teacher: nn.Module, x: torch.Tensor, target: torch.Tensor, radius: float, steps: int,
+    generator: torch.Generator, device: torch.device, batch_size: int = 256,
+) -> torch.Tensor:  # fmt: skip
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device)
+        tb = target[i : i + batch_size].to(device)
+        out.append(
+            pgd(teacher, xb, tb, radius, 2.5 * radius / steps, steps, "toward", generator, target=tb).cpu()
+        )
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def strongest_attack(
+    student: nn.Module,
+    shots: TensorSet,
+    held: TensorSet,
+    forget_classes: tuple[int, ...],
+    shot_counts: tuple[int, ...],
+    generator: torch.Generator,
+    device: torch.device,
+    proxy_x: torch.Tensor | None = None,
+    proxy_y: torch.Tensor | None = None,
+) -> float:
+    """% of held-out forget images the strongest prototype attack wins back: the maximum over rows
+    (cosine, l2, scaled) and K in `shot_counts` (seeded draws from `shots`), each at the attacker's
+    α. The attacker picks the α with the highest accuracy over the held-out forget images and the
+    retain proxies (`proxy_x` labelled `proxy_y`: the anchors, labelled by the original), the rule
+    PRA's evaluation uses with real retain images; without proxies, the worst α."""
+    head = student.head
+    f_shots = predict(student, shots.x, device=device, features=True)
+    f_held = predict(student, held.x, device=device, features=True)
+    f_proxy = predict(student, proxy_x, device=device, features=True) if proxy_x is not None else None
+    variants = VARIANTS[:1] if is_cosine(head) else VARIANTS
+    cosine, weight, bias = is_cosine(head), head.weight.detach().cpu(), _bias(head)
+    worst = 0.0
+    for c in forget_classes:
+        pool = (shots.y == c).nonzero().flatten()
+        query = f_held[held.y == c]
+        for k in shot_counts:
+            pick = pool[torch.randperm(len(pool), generator=generator)[: min(k, len(pool))]]
+            for variant in variants:
+                rows, row_biases = prototype_rows(f_shots[pick], shots.y[pick], (c,), variant, head.cpu())
+                best_score, win_at_best = -1.0, 0.0
+                for alpha in ALPHAS:
+                    w, b = attacked_head(weight, bias, rows, row_biases, (c,), alpha, cosine)
+                    win = (head_logits(head, query, w, b).argmax(1) == c).float()
+                    hits, total = float(win.sum()), len(win)
+                    if f_proxy is not None and len(f_proxy):
+                        hits += float((head_logits(head, f_proxy, w, b).argmax(1) == proxy_y).sum())
+                        total += len(f_proxy)
+                    score = hits / total if f_proxy is not None else float(win.mean())
+                    if score > best_score:
+                        best_score, win_at_best = score, float(win.mean()) * 100
+                worst = max(worst, win_at_best)
+        head.to(device)
+    return worst
+
+
+def _bias(head: nn.Module) -> torch.Tensor | None:
+    return head.bias.cpu() if getattr(head, "bias", None) is not None else None
+
+
+def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
+    """Return an unlearned copy of `model`; `model` is the frozen teacher and stays untouched."""
+    forget = _common.require(splits.forget, "forget", "spotter_auto")
+    classes = splits.forget_classes
+    student, device = _common.start(model, cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    train_idx, held_idx = holdout_split(forget.y, cfg.holdout, g)
+    train, held = forget.subset(train_idx), forget.subset(held_idx)
+    # the runner-up neighbours and the teacher's logits, exactly as the paper's Spotter builds them
+    spot = SpotterConfig(eps=cfg.eps, step=cfg.step, steps=cfg.steps, neighbour_seed=cfg.neighbour_seed)
+    x_nb, y_all, x_clean_idx, t_clean, t_nb = targets(model, train, spot, device)
+    x_anchor, t_anchor, anchor_src = _anchors(model, train, t_clean, classes, cfg, device)
+    t_held = predict(model, held.x, device=device)
+    x_held_anchor, t_held_anchor, _ = _anchors(model, held, t_held, classes, cfg, device)
+    student = student.to(memory_format=torch.channels_last)
+    if not cfg.train_head:
+        student.head.requires_grad_(False)
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = _common.optimizer("sgd", params, cfg.lr, cfg.momentum, cfg.weight_decay)
+    g_attack = torch.Generator().manual_seed(cfg.seed + 7919)
+    g_check = torch.Generator().manual_seed(cfg.seed + 104729)
+    lambda3, history = cfg.lambda3, []
+    best: tuple[float, dict] | None = None  # (attack, weights) of the best epoch that kept the anchors
+    floor = 100.0
+    names = ("loss", "kd_clean", "kd_neighbour", "dispersion", "prototype", "kd_anchor")
+    for epoch in range(cfg.max_epochs):
+        set_mode(student, True)  # BatchNorm statistics frozen: batches hold the forget class only
+        order = spread_order(y_all, g)
+        sums = torch.zeros(len(names))
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            src = x_clean_idx[idx]
+            x = to_float(train.x[src].to(device)).contiguous(memory_format=torch.channels_last)
+            xn = x_nb[idx].to(device).contiguous(memory_format=torch.channels_last)
+            y = y_all[idx].to(device)
+            kd_clean, kd_nb, disp, feats = spotter_terms(
+                student, x, xn, y, t_clean[src].to(device), t_nb[idx].to(device), classes, cfg.temperature
+            )
+            proto = prototype_attack_loss(feats, y, student.head, classes, g_attack, variants=VARIANTS)
+            kd_anchor = _anchor_term(student, x_anchor, t_anchor, anchor_src, src, classes, cfg, device)
+            # L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp + λ3·PRA_sim + λa·KD(x_a)
+            loss = cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp
+            loss = loss + lambda3 * proto + cfg.anchor_weight * kd_anchor
+            total = _common.step(opt, loss, student, what="spotter_auto loss")
+            terms = [total, kd_clean.item(), kd_nb.item(), disp.item(), proto.item(), kd_anchor.item()]
+            sums += torch.tensor(terms) * len(idx)
+        student.eval()
+        held_acc = float((predict(student, held.x, device=device).argmax(1) == held.y).float().mean()) * 100
+        attack = strongest_attack(
+            student,
+            train,
+            held,
+            classes,
+            cfg.check_shots,
+            g_check,
+            device,
+            x_held_anchor,
+            t_held_anchor.argmax(1),
+        )
+        agreement = _agreement(student, x_held_anchor, t_held_anchor, device)
+        means = dict(zip(names, (sums / len(order)).tolist(), strict=True))
+        _common.log_epoch(
+            history, "spotter_auto", epoch + 1, cfg.max_epochs, **means, lambda3=lambda3,
+            held_forget_acc=held_acc, held_attack=attack, anchor_agreement=agreement,
+        )  # fmt: skip
+        floor = agreement if epoch == 0 else floor
+        kept = agreement >= floor - cfg.agreement_drop
+        if kept and held_acc <= cfg.forget_target and (best is None or attack < best[0]):
+            best = (attack, {k: v.detach().clone() for k, v in student.state_dict().items()})
+        if (
+            kept
+            and held_acc <= cfg.forget_target
+            and attack <= cfg.pra_target
+            and epoch + 1 >= cfg.min_epochs
+        ):
+            break
+        if attack > cfg.pra_target and kept:
+            lambda3 = min(2 * lambda3, cfg.lambda3_max)
+    if best is not None:
+        student.load_state_dict(best[1])
+    student.requires_grad_(True)
+    return _common.finish(student, history)
+
+
+@torch.no_grad()
+def _agreement(
+    student: nn.Module, x: torch.Tensor, teacher_logits: torch.Tensor, device: torch.device
+) -> float:
+    """% of anchors the student labels as the original does (100 when there are none)."""
+    if len(x) == 0:
+        return 100.0
+    return (
+        float((predict(student, x, device=device).argmax(1) == teacher_logits.argmax(1)).float().mean()) * 100
+    )
+
+
+def _anchors(
+    teacher: nn.Module, train: TensorSet, t_clean: torch.Tensor, classes: tuple[int, ...], cfg: Config,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(anchors, the teacher's logits on them, index of each anchor's clean image)."""
+    k = min(cfg.anchor_classes, t_clean.shape[1] - len(classes))
+    if k == 0:
+        empty = torch.zeros(0, *train.x.shape[1:])
+        return empty, torch.zeros(0, t_clean.shape[1]), torch.zeros(0, dtype=torch.long)
+    anchor_classes = anchor_targets(t_clean, classes, k)
+    x = to_float(train.x)
+    anchors, radius, hit = build_anchors(teacher, x, anchor_classes, cfg, device)
+    log.info(
+        "spotter_auto: anchors toward %d retain classes per image at radius %.2f (%.0f%% on target)",
+        k,
+        radius,
+        100 * hit,
+    )
+    src = torch.arange(len(train)).repeat_interleave(k)
+    return anchors, predict(teacher, anchors, device=device), src
+
+
+def _anchor_term(
+    student: nn.Module, x_anchor: torch.Tensor, t_anchor: torch.Tensor, anchor_src: torch.Tensor,
+    src: torch.Tensor, classes: tuple[int, ...], cfg: Config, device: torch.device,
+) -> torch.Tensor:  # fmt: skip
+    """Masked distillation on the anchors of this batch's clean images."""
+    if len(x_anchor) == 0:
+        return torch.zeros((), device=device)
+    pick = torch.isin(anchor_src, src).nonzero().flatten()
+    xa = x_anchor[pick].to(device).contiguous(memory_format=torch.channels_last)
+    return masked_kd(student(xa), t_anchor[pick].to(device), classes, cfg.temperature)

@@ -4,8 +4,8 @@ its maths is changed."""
 from __future__ import annotations
 
 import torch
-
 from _methods_fixtures import data, original
+
 from spotter.data import to_float
 from spotter.methods import spotter_auto as auto
 from spotter.training.inference import predict
@@ -49,5 +49,7 @@ def test_strongest_attack_wins_on_the_original_and_uses_the_attackers_alpha():
     proxies = to_float(splits.test_retain.x[:64])
     labels = predict(model, proxies).argmax(1)
     g = torch.Generator().manual_seed(0)
-    with_rule = auto.strongest_attack(model, train, held, splits.forget_classes, (5,), g, cpu, proxies, labels)
+    with_rule = auto.strongest_attack(
+        model, train, held, splits.forget_classes, (5,), g, cpu, proxies, labels
+    )
     assert with_rule <= win

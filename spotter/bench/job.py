@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from spotter.bench.store import FEATURES, file_lock
 from spotter.config import apply_overrides
 from spotter.data import DataConfig, prepare
 from spotter.evaluation.evaluator import EvalConfig
+from spotter.io import atomic_write
 from spotter.models import model_spec
 from spotter.training.device import resolve_device
 from spotter.training.fit import TrainConfig
@@ -107,12 +106,13 @@ def save_features(ctx: Context, model: torch.nn.Module, per_class: int, path: Pa
         xs.append(part.x[idx])
         ys.append(part.y[idx])
     feats = predict(model, torch.cat(xs), device=ctx.device, features=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, feats=feats.float().numpy().astype(np.float16), labels=torch.cat(ys).numpy())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    arrays = {"feats": feats.float().numpy().astype(np.float16), "labels": torch.cat(ys).numpy()}
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
     return {"file": f"{FEATURES}/{path.name}", "forget_classes": list(s.forget_classes), "near_classes": near}
 
 

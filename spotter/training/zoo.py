@@ -7,7 +7,6 @@ classes (retrained only), the architecture, the recipe and the seed (docs/design
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -18,6 +17,7 @@ import torch
 
 from spotter.data import Splits, TensorSet
 from spotter.data.imagefolder import LazyImages
+from spotter.io import digest
 from spotter.models import Classifier, ModelSpec, build_model
 from spotter.training import distributed
 from spotter.training.checkpoint import CheckpointError, load_model, save_model
@@ -55,8 +55,7 @@ def cache_key(kind: str, dataset: str, splits: Splits, spec: ModelSpec, cfg: Tra
     }
     if kind == "retrained":
         key["forget_classes"] = list(splits.forget_classes)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return digest, key
+    return digest(key, 12), key
 
 
 def _training_set(kind: str, splits: Splits) -> TensorSet:

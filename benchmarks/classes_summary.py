@@ -17,26 +17,16 @@ retrained rows. Measures computed here from the rows (none needs a model):
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from spotter.report.tables import read_rows  # skips a line cut by a crash, with a warning
+
 REFERENCES = ("original", "retrained")
 VARIANTS = ("cosine", "l2", "scaled")
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash; the bench reruns that job
-    return rows
 
 
 def context_of(row: dict[str, Any]) -> tuple[tuple[int, ...], int]:

@@ -310,8 +310,8 @@ def load_spec(path: str | Path) -> Spec:
         "data": data,
         "model": {"name": model, "width": width},
         "eval": asdict(eval_cfg),
+        "audit": audit,
     }
-    context["audit"] = audit
     name = raw.get("name", Path(path).stem)
     seeds = list(zip(train_seeds, unlearn_seeds, strict=True))
     jobs = _jobs(c, name, context, train_base, forget_sets, seeds, refs, entries, features, per_class)

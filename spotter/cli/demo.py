@@ -130,7 +130,7 @@ def _method_config(cfg: DemoConfig) -> Any:
     preset = cfg.preset or methods.default_preset(cfg.method, cfg.data.dataset)
     if preset is not None and cfg.preset is None:
         log.info(
-            "%s: using the %r preset shipped for %s (--preset authors for the paper's values; "
+            "%s: using the %r preset shipped for %s (--preset authors for the authors' released method; "
             "`spotter list presets` shows them all)",
             cfg.method,
             preset,

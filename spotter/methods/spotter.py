@@ -164,11 +164,34 @@ def targets(
     return x_nb, y_nb, src, predict(teacher, forget.x, device=device), predict(teacher, x_nb, device=device)
 
 
+def batch_terms(
+    student: nn.Module,
+    forget_x: torch.Tensor,
+    material: tuple[torch.Tensor, ...],
+    idx: torch.Tensor,
+    forget_classes: tuple[int, ...],
+    temperature: float,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Spotter's terms on the batch `idx` of neighbours (indices into `targets()`'s material):
+    (clean KD, neighbour KD, dispersion, clean features, labels, index of each clean image)."""
+    x_nb, y_all, x_clean_idx, t_clean, t_nb = material
+    src = x_clean_idx[idx]
+    x = to_float(forget_x[src].to(device)).contiguous(memory_format=torch.channels_last)
+    xn = x_nb[idx].to(device).contiguous(memory_format=torch.channels_last)
+    y = y_all[idx].to(device)
+    terms = spotter_terms(
+        student, x, xn, y, t_clean[src].to(device), t_nb[idx].to(device), forget_classes, temperature
+    )
+    return (*terms, y, src)
+
+
 def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     """Return an unlearned copy of `model`; `model` is the frozen teacher and stays untouched."""
     forget = _common.require(splits.forget, "forget", "spotter")
     student, device = _common.start(model, cfg.seed)
-    x_nb, y_all, x_clean_idx, t_clean, t_nb = targets(model, forget, cfg, device)
+    material = targets(model, forget, cfg, device)
+    y_all = material[1]
     # channels-last convolutions: same maths, faster on CPU and GPU
     student = student.to(memory_format=torch.channels_last)
     if not cfg.train_head:
@@ -189,14 +212,9 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
         sums = torch.zeros(len(names))
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
-            src = x_clean_idx[idx]
-            x = to_float(forget.x[src].to(device)).contiguous(memory_format=torch.channels_last)
-            xn = x_nb[idx].to(device).contiguous(memory_format=torch.channels_last)
-            y = y_all[idx].to(device)
-            kd_clean, kd_nb, disp, feats = spotter_terms(
-                student, x, xn, y, t_clean[src].to(device), t_nb[idx].to(device), splits.forget_classes,
-                cfg.temperature,
-            )  # fmt: skip
+            kd_clean, kd_nb, disp, feats, y, _ = batch_terms(
+                student, forget.x, material, idx, splits.forget_classes, cfg.temperature, device
+            )
             proto = torch.zeros((), device=device)
             if cfg.lambda3 > 0:  # ours: the PRA attacker simulated on this batch (docs/method.md §5)
                 proto = prototype_attack_loss(

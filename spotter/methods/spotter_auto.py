@@ -44,7 +44,7 @@ from spotter.functional.perturb import pgd
 from spotter.functional.prototype import VARIANTS, attacked_head, head_logits, is_cosine, prototype_rows
 from spotter.methods import _common
 from spotter.methods.spotter import Config as SpotterConfig
-from spotter.methods.spotter import spotter_terms, spread_order, targets
+from spotter.methods.spotter import batch_terms, spread_order, targets
 from spotter.models.batchnorm import set_mode
 from spotter.training.inference import predict
 
@@ -100,7 +100,10 @@ class Config:
         if not 0.0 < self.holdout < 1.0:
             raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
         if self.anchor_classes < 0 or not self.anchor_radii or min(self.anchor_radii) <= 0:
-            raise ValueError("anchor_classes must be >= 0 and anchor_radii positive pixels")
+            raise ValueError(
+                f"anchor_classes must be >= 0 and anchor_radii positive pixels, got {self.anchor_classes} "
+                f"and {self.anchor_radii}"
+            )
         if self.min_epochs < 0 or self.max_epochs < self.min_epochs or self.batch_size < 1:
             raise ValueError("need 0 <= min_epochs <= max_epochs and batch_size >= 1")
         if min(self.check_shots, default=0) < 1:
@@ -129,24 +132,32 @@ def anchor_targets(teacher_logits: torch.Tensor, forget_classes: tuple[int, ...]
 
 
 def build_anchors(
-    teacher: nn.Module, x: torch.Tensor, classes: torch.Tensor, cfg: Config, device: torch.device
+    teacher: nn.Module,
+    x: torch.Tensor,
+    classes: torch.Tensor,
+    cfg: Config,
+    device: torch.device,
+    radius: float | None = None,
 ) -> tuple[torch.Tensor, float, float]:
     """(anchors (N*k, C, H, W) float pixels, the radius chosen, the share on target at that radius).
 
     Targeted PGD toward each image's anchor classes; the radius is the smallest of `anchor_radii` at
-    which the original assigns at least `anchor_hit` of the anchors to their target class."""
+    which the original assigns at least `anchor_hit` of the anchors to their target class, unless
+    `radius` is given (the held-out anchors reuse the training anchors' radius; hit is then NaN)."""
     g = torch.Generator().manual_seed(cfg.neighbour_seed + 1)
-    n, k = classes.shape
+    k = classes.shape[1]
     x_rep = x.repeat_interleave(k, 0)  # anchor i*k + j comes from image i toward classes[i, j]
     target = classes.reshape(-1)
-    chosen, hit = cfg.anchor_radii[-1], 0.0
-    for radius in cfg.anchor_radii:
+    chosen, hit = radius, float("nan")
+    if radius is None:
+        chosen = cfg.anchor_radii[-1]
         probe = slice(0, min(len(target), 512))  # the radius is chosen on a seeded prefix
-        adv = _targeted(teacher, x_rep[probe], target[probe], radius, cfg.anchor_steps, g, device)
-        hit = float((predict(teacher, adv, device=device).argmax(1) == target[probe]).float().mean())
-        if hit >= cfg.anchor_hit:
-            chosen = radius
-            break
+        for candidate in cfg.anchor_radii:
+            adv = _targeted(teacher, x_rep[probe], target[probe], candidate, cfg.anchor_steps, g, device)
+            hit = float((predict(teacher, adv, device=device).argmax(1) == target[probe]).float().mean())
+            if hit >= cfg.anchor_hit:
+                chosen = candidate
+                break
     anchors = _targeted(teacher, x_rep, target, chosen, cfg.anchor_steps, g, device)
     return anchors, chosen, hit
 
@@ -183,32 +194,32 @@ def strongest_attack(
     retain proxies (`proxy_x` labelled `proxy_y`: the anchors, labelled by the original), the rule
     PRA's evaluation uses with real retain images; without proxies, the worst α."""
     head = student.head
-    f_shots = predict(student, shots.x, device=device, features=True)
     f_held = predict(student, held.x, device=device, features=True)
     f_proxy = predict(student, proxy_x, device=device, features=True) if proxy_x is not None else None
-    variants = VARIANTS[:1] if is_cosine(head) else VARIANTS
     cosine, weight, bias = is_cosine(head), head.weight.detach().cpu(), _bias(head)
+    variants = VARIANTS[:1] if cosine else VARIANTS
     worst = 0.0
     for c in forget_classes:
         pool = (shots.y == c).nonzero().flatten()
         query = f_held[held.y == c]
         for k in shot_counts:
             pick = pool[torch.randperm(len(pool), generator=generator)[: min(k, len(pool))]]
+            f_pick = predict(student, shots.x[pick], device=device, features=True)
             for variant in variants:
-                rows, row_biases = prototype_rows(f_shots[pick], shots.y[pick], (c,), variant, head.cpu())
+                rows, row_biases = prototype_rows(f_pick, shots.y[pick], (c,), variant, head)
                 best_score, win_at_best = -1.0, 0.0
                 for alpha in ALPHAS:
                     w, b = attacked_head(weight, bias, rows, row_biases, (c,), alpha, cosine)
                     win = (head_logits(head, query, w, b).argmax(1) == c).float()
-                    hits, total = float(win.sum()), len(win)
+                    score = float(win.mean())
                     if f_proxy is not None and len(f_proxy):
-                        hits += float((head_logits(head, f_proxy, w, b).argmax(1) == proxy_y).sum())
-                        total += len(f_proxy)
-                    score = hits / total if f_proxy is not None else float(win.mean())
+                        hits = float(win.sum()) + float(
+                            (head_logits(head, f_proxy, w, b).argmax(1) == proxy_y).sum()
+                        )
+                        score = hits / (len(win) + len(f_proxy))
                     if score > best_score:
                         best_score, win_at_best = score, float(win.mean()) * 100
                 worst = max(worst, win_at_best)
-        head.to(device)
     return worst
 
 
@@ -226,10 +237,11 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     train, held = forget.subset(train_idx), forget.subset(held_idx)
     # the runner-up neighbours and the teacher's logits, exactly as the paper's Spotter builds them
     spot = SpotterConfig(eps=cfg.eps, step=cfg.step, steps=cfg.steps, neighbour_seed=cfg.neighbour_seed)
-    x_nb, y_all, x_clean_idx, t_clean, t_nb = targets(model, train, spot, device)
-    x_anchor, t_anchor, anchor_src = _anchors(model, train, t_clean, classes, cfg, device)
+    material = targets(model, train, spot, device)
+    y_all, t_clean = material[1], material[3]
+    x_anchor, t_anchor, radius = _anchors(model, train, t_clean, classes, cfg, device)
     t_held = predict(model, held.x, device=device)
-    x_held_anchor, t_held_anchor, _ = _anchors(model, held, t_held, classes, cfg, device)
+    x_held_anchor, t_held_anchor, _ = _anchors(model, held, t_held, classes, cfg, device, radius)
     student = student.to(memory_format=torch.channels_last)
     if not cfg.train_head:
         student.head.requires_grad_(False)
@@ -247,15 +259,11 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
         sums = torch.zeros(len(names))
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
-            src = x_clean_idx[idx]
-            x = to_float(train.x[src].to(device)).contiguous(memory_format=torch.channels_last)
-            xn = x_nb[idx].to(device).contiguous(memory_format=torch.channels_last)
-            y = y_all[idx].to(device)
-            kd_clean, kd_nb, disp, feats = spotter_terms(
-                student, x, xn, y, t_clean[src].to(device), t_nb[idx].to(device), classes, cfg.temperature
+            kd_clean, kd_nb, disp, feats, y, src = batch_terms(
+                student, train.x, material, idx, classes, cfg.temperature, device
             )
             proto = prototype_attack_loss(feats, y, student.head, classes, g_attack, variants=VARIANTS)
-            kd_anchor = _anchor_term(student, x_anchor, t_anchor, anchor_src, src, classes, cfg, device)
+            kd_anchor = _anchor_term(student, x_anchor, t_anchor, len(train), src, classes, cfg, device)
             # L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp + λ3·PRA_sim + λa·KD(x_a)
             loss = cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp
             loss = loss + lambda3 * proto + cfg.anchor_weight * kd_anchor
@@ -314,33 +322,26 @@ def _agreement(
 
 def _anchors(
     teacher: nn.Module, train: TensorSet, t_clean: torch.Tensor, classes: tuple[int, ...], cfg: Config,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """(anchors, the teacher's logits on them, index of each anchor's clean image)."""
+    device: torch.device, radius: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, float]:  # fmt: skip
+    """(anchors, the teacher's logits on them, the radius); anchor i*k + j belongs to clean image i."""
     k = min(cfg.anchor_classes, t_clean.shape[1] - len(classes))
     if k == 0:
-        empty = torch.zeros(0, *train.x.shape[1:])
-        return empty, torch.zeros(0, t_clean.shape[1]), torch.zeros(0, dtype=torch.long)
+        return torch.zeros(0, *train.x.shape[1:]), torch.zeros(0, t_clean.shape[1]), 0.0
     anchor_classes = anchor_targets(t_clean, classes, k)
-    x = to_float(train.x)
-    anchors, radius, hit = build_anchors(teacher, x, anchor_classes, cfg, device)
-    log.info(
-        "spotter_auto: anchors toward %d retain classes per image at radius %.2f (%.0f%% on target)",
-        k,
-        radius,
-        100 * hit,
-    )
-    src = torch.arange(len(train)).repeat_interleave(k)
-    return anchors, predict(teacher, anchors, device=device), src
+    anchors, radius, hit = build_anchors(teacher, to_float(train.x), anchor_classes, cfg, device, radius)
+    log.info("spotter_auto: %d anchors per image at radius %.2f (%.0f%% on target)", k, radius, 100 * hit)
+    return anchors, predict(teacher, anchors, device=device), radius
 
 
 def _anchor_term(
-    student: nn.Module, x_anchor: torch.Tensor, t_anchor: torch.Tensor, anchor_src: torch.Tensor,
-    src: torch.Tensor, classes: tuple[int, ...], cfg: Config, device: torch.device,
+    student: nn.Module, x_anchor: torch.Tensor, t_anchor: torch.Tensor, n_clean: int, src: torch.Tensor,
+    classes: tuple[int, ...], cfg: Config, device: torch.device,
 ) -> torch.Tensor:  # fmt: skip
-    """Masked distillation on the anchors of this batch's clean images."""
+    """Masked distillation on the anchors of this batch's clean images (`src`, of `n_clean`)."""
     if len(x_anchor) == 0:
         return torch.zeros((), device=device)
-    pick = torch.isin(anchor_src, src).nonzero().flatten()
+    k = len(x_anchor) // n_clean
+    pick = (src.cpu().view(-1, 1) * k + torch.arange(k)).flatten()
     xa = x_anchor[pick].to(device).contiguous(memory_format=torch.channels_last)
     return masked_kd(student(xa), t_anchor[pick].to(device), classes, cfg.temperature)

@@ -194,8 +194,13 @@ def context_tables(table: dict[tuple, dict[str, dict]], labels: list[str]) -> li
     return lines
 
 
-def summarise(run: Path) -> str:
+def summarise(run: Path, references: Path | None = None) -> str:
+    """The summary of RUN's rows; with `references`, the reference rows (original, retrained) are
+    taken from that run instead (a development run of the same contexts that skips them)."""
     rows = read_rows(run / "results.jsonl")
+    if references is not None:
+        refs = [r for r in read_rows(references / "results.jsonl") if r["label"] in REFERENCES]
+        rows = refs + [r for r in rows if r["label"] not in REFERENCES]
     table = contexts(rows)
     labels = sorted({label for per in table.values() for label in per} - set(REFERENCES))
     labels = [*(["retrained"] if table else []), *labels]
@@ -227,14 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a `spotter bench --out` folder")
     parser.add_argument("--out", type=Path, help="where to write the summary (default RUN/summary.md)")
+    parser.add_argument(
+        "--references", type=Path, help="take the original and retrained rows from this run (same contexts)"
+    )
     args = parser.parse_args(argv)
-    if not (args.run / "results.jsonl").exists():
-        print(
-            f"error: {args.run / 'results.jsonl'} does not exist; run `spotter bench SPEC --out {args.run}`",
-            file=sys.stderr,
-        )
-        return 1
-    text = summarise(args.run)
+    for run in (args.run, args.references):
+        if run is not None and not (run / "results.jsonl").exists():
+            print(
+                f"error: {run / 'results.jsonl'} does not exist; run `spotter bench SPEC --out {run}`",
+                file=sys.stderr,
+            )
+            return 1
+    text = summarise(args.run, args.references)
     out = args.out or args.run / "summary.md"
     out.write_text(text)
     print(text)

@@ -130,27 +130,46 @@ def test_shipped_specs_parse(name: str) -> None:
     assert {j["config"]["train"]["seed"] for j in spec.jobs} == {0, 1, 2}
 
 
-# The smoke benchmark is bit-deterministic on the CPU (one thread, tests/_bench_fixtures.py), so its
-# main measures are pinned: a refactor that changes a number fails here. The tolerances are far
-# above float reordering (~1e-7) and far below any change of maths. Update the pins only with a
-# change that is meant to move the numbers, and say so in its commit.
-# (label, replicate): (test_forget_acc, test_retain_acc, ou_pgd, pra_forget_acc, dispersion)
+# The smoke benchmark is bit-deterministic on a given CPU kernel set (one thread,
+# tests/_bench_fixtures.py), so its main measures are pinned: a refactor that changes a number fails
+# here. The tolerances are far above float reordering (~1e-7) and far below any change of maths.
+# Tiny models trained a few epochs are chaotic, so the kernels torch dispatches to (AVX2 vs AVX512)
+# move them beyond any useful tolerance: the pins are kept per CPU capability, each seen on a
+# machine of this project's CI kind. Update the pins only with a change that is meant to move the
+# numbers, and say so in its commit.
+# capability -> (label, replicate): (test_forget_acc, test_retain_acc, ou_pgd, pra_forget_acc, dispersion)
 PINNED = {
-    ("finetune", 0): (0.0, 80.0, 0.0914709, 84.375, 0.995202),
-    ("finetune", 1): (0.0, 81.25, 0.0816495, 90.625, 0.994097),
-    ("original", 0): (100.0, 83.75, 0.16285, 100.0, 0.993608),
-    ("original", 1): (100.0, 96.875, 0.184662, 100.0, 0.994241),
-    ("retrained", 0): (0.0, 83.75, 0.00134669, 100.0, 0.994615),
-    ("retrained", 1): (0.0, 96.875, 0.0497445, 0.0, 0.994565),
-    ("spotter", 0): (0.0, 76.875, 0.0503926, 65.625, 0.990054),
-    ("spotter", 1): (0.0, 72.5, 0.0333095, 12.5, 0.992261),
+    "AVX2": {
+        ("finetune", 0): (0.0, 80.0, 0.0914709, 84.375, 0.995202),
+        ("finetune", 1): (0.0, 81.25, 0.0816495, 90.625, 0.994097),
+        ("original", 0): (100.0, 83.75, 0.16285, 100.0, 0.993608),
+        ("original", 1): (100.0, 96.875, 0.184662, 100.0, 0.994241),
+        ("retrained", 0): (0.0, 83.75, 0.00134669, 100.0, 0.994615),
+        ("retrained", 1): (0.0, 96.875, 0.0497445, 0.0, 0.994565),
+        ("spotter", 0): (0.0, 76.875, 0.0503926, 65.625, 0.990054),
+        ("spotter", 1): (0.0, 72.5, 0.0333095, 12.5, 0.992261),
+    },
+    "AVX512": {
+        ("finetune", 0): (0.0, 80.0, 0.0853583, 84.375, 0.995212),
+        ("finetune", 1): (0.0, 81.25, 0.0800136, 90.625, 0.994104),
+        ("original", 0): (100.0, 83.75, 0.163708, 100.0, 0.993645),
+        ("original", 1): (100.0, 96.875, 0.18445, 100.0, 0.994244),
+        ("retrained", 0): (0.0, 84.375, 0.00289949, 100.0, 0.99453),
+        ("retrained", 1): (0.0, 95.625, 0.00421757, 100.0, 0.99404),
+        ("spotter", 0): (0.0, 78.125, 0.0487755, 59.375, 0.990202),
+        ("spotter", 1): (0.0, 73.125, 0.0328039, 9.375, 0.992258),
+    },
 }
 
 
 def test_smoke_numbers_are_pinned(run: Run) -> None:
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in PINNED:
+        pytest.skip(f"no pinned smoke numbers for CPU capability {capability!r} (pinned: {', '.join(PINNED)})")
+    pinned = PINNED[capability]
     rows = {(r["label"], r["replicate"]): r for r in run.rows()}
-    assert set(rows) == set(PINNED)
-    for key, (forget, retain, ou, pra, disp) in PINNED.items():
+    assert set(rows) == set(pinned)
+    for key, (forget, retain, ou, pra, disp) in pinned.items():
         r = rows[key]
         assert r["test_forget_acc"] == pytest.approx(forget, abs=1e-4), key
         assert r["test_retain_acc"] == pytest.approx(retain, abs=1e-4), key

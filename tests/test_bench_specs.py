@@ -186,3 +186,19 @@ def test_classes_summary_finds_the_worst_class_and_counts_bars(tmp_path: Path) -
     assert "1 complete contexts (1 without both reference rows yet)" in text
     assert "| ours | 1 of 1 | 0 of 1 | 0 of 1 | 1 of 1 | 1 of 1 | 0 of 1 | 1 of 1 | 0 of 1 |" in text
     assert "2 (-10.00)" in text
+
+
+def test_classes_summary_takes_reference_rows_from_another_run(tmp_path: Path) -> None:
+    summary = _summary_module()
+    sweep, dev = tmp_path / "sweep", tmp_path / "dev"
+    sweep.mkdir(), dev.mkdir()
+    references = [
+        _sweep_row("original", [95.0, 90.0, 92.0, 94.0], forget_acc=99.0, test_forget_acc=95.0),
+        _sweep_row("retrained", [0.0, 90.0, 91.0, 94.0], ou_pgd=0.05, time_s=400.0),
+    ]
+    (sweep / "results.jsonl").write_text("\n".join(json.dumps(r) for r in references) + "\n")
+    (dev / "results.jsonl").write_text(json.dumps(_sweep_row("dev-v1", [0.0, 90.0, 86.0, 94.0])) + "\n")
+    assert "0 complete contexts" in summary.summarise(dev)  # alone, the dev run has no references
+    text = summary.summarise(dev, references=sweep)
+    assert "1 complete contexts" in text and "2 (-6.00)" in text
+    assert summary.main([str(dev), "--references", str(tmp_path / "missing")]) == 1

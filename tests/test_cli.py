@@ -59,6 +59,7 @@ def demo(tmp_path_factory):
         "--set",
         "lr=0.01",
         "epochs=3",
+        "max_epochs=3",
     ]
     code = main(argv)
     return code, out / "run"
@@ -68,7 +69,8 @@ def test_demo_writes_results(demo, capsys):
     code, out = demo
     assert code == 0
     rows = json.loads((out / "results.json").read_text())
-    assert [r["model"] for r in rows] == ["original", "retrained", "spotter"]
+    # by default the paper's Spotter (the authors' preset) beside ours
+    assert [r["model"] for r in rows] == ["original", "retrained", "spotter:authors", "spotter_auto"]
     for row in rows:
         missing = [k for k in ROW_KEYS if k not in row]
         assert not missing, (row["model"], missing)
@@ -77,8 +79,12 @@ def test_demo_writes_results(demo, capsys):
         assert 0 <= row["ou_pgd"] <= 0.7 and 0 <= row["ou_gaussian"] <= 0.7
     assert rows[1]["test_forget_acc"] == 0.0  # the retrained model never saw class 0
     assert rows[2]["method_config"]["lr"] == 0.01 and rows[2]["method_config"]["epochs"] == 3
+    assert rows[2]["method_config"]["direction"] == "away"  # the authors' preset
+    # --set keys reach every method that has them (spotter_auto has no `epochs`, spotter no `max_epochs`)
+    assert rows[3]["method_config"]["lr"] == 0.01 and rows[3]["method_config"]["max_epochs"] == 3
+    assert (out / "spotter-authors.safetensors").exists() and (out / "spotter_auto.safetensors").exists()
     table = (out / "results.md").read_text()
-    assert table.startswith("| model") and all(name in table for name in ("original", "retrained", "spotter"))
+    assert table.startswith("| model") and all(n in table for n in ("original", "retrained", "spotter_auto"))
 
 
 def test_train_unlearn_eval(reference, tmp_path, capsys):

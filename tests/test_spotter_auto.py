@@ -53,3 +53,56 @@ def test_strongest_attack_wins_on_the_original_and_uses_the_attackers_alpha():
         model, train, held, splits.forget_classes, (5,), g, cpu, proxies, labels
     )
     assert with_rule <= win
+
+
+def test_retain_argmax_is_the_masked_teachers_label():
+    logits = torch.tensor([[9.0, 1.0, 5.0], [0.0, 7.0, 8.0]])
+    assert auto.retain_argmax(logits, (0,)).tolist() == [2, 2]
+    assert auto.retain_argmax(logits, (2,)).tolist() == [0, 1]
+
+
+def test_anchor_term_distils_the_anchors_of_the_batch_images_only():
+    from spotter.functional.losses import masked_kd
+
+    model, splits = original(), data()
+    k, n = 2, 6
+    x = to_float(splits.forget.x[: n * k])  # stands in for anchors: anchor i*k + j belongs to image i
+    t = torch.randn(n * k, 6, generator=torch.Generator().manual_seed(0)) * 3
+    src = torch.tensor([4, 1])
+    cfg = auto.Config(temperature=2.0)
+    got = auto._anchor_term(model, x, t, n, src, (0,), cfg, torch.device("cpu"))
+    pick = torch.tensor([8, 9, 2, 3])
+    want = masked_kd(model(x[pick]), t[pick], (0,), 2.0)
+    assert torch.allclose(got, want, atol=1e-5)
+    other = masked_kd(model(x[:4]), t[:4], (0,), 2.0)  # the first images' anchors: a different loss
+    assert not torch.allclose(got, other, atol=1e-3)
+
+
+def test_dual_steps_and_retain_proxies(monkeypatch):
+    """λ3 doubles while the (scripted) attack wins and the anchors hold; λa doubles instead when the
+    anchor agreement drops; the attacker's retain proxies never carry a forget label."""
+    from _methods_fixtures import tiny_config
+
+    attacks, agreements = iter([50.0, 50.0, 50.0]), iter([90.0, 85.0, 90.0])
+    proxies, agreement_labels = [], []
+
+    def fake_attack(student, shots, held, classes, counts, g, device, proxy_x, proxy_y, draws):  # noqa: ANN001
+        proxies.append(proxy_y)
+        return next(attacks)
+
+    def fake_agreement(student, x, labels, device):  # noqa: ANN001
+        agreement_labels.append(labels)
+        return next(agreements)
+
+    monkeypatch.setattr(auto, "strongest_attack", fake_attack)
+    monkeypatch.setattr(auto, "_agreement", fake_agreement)
+    # anchors too close to move: the original still calls most of them the forget class
+    cfg = tiny_config("spotter_auto", max_epochs=3, min_epochs=3, anchor_radii=(1e-4,))
+    model = auto.unlearn(original(), data(), cfg)
+    history = model.unlearn_history
+    assert [h["lambda3"] for h in history] == [cfg.lambda3, 2 * cfg.lambda3, 2 * cfg.lambda3]
+    assert [h["anchor_weight"] for h in history] == [cfg.anchor_weight] * 2 + [2 * cfg.anchor_weight]
+    # class 0 is the forget class: anchors the original gives it are no retain proxies (here: none)
+    assert proxies == [None] * 3
+    for labels in agreement_labels:  # the student is held to the masked original's label
+        assert len(labels) and not (labels == 0).any()

@@ -77,7 +77,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model=args.model,
         width=width,
         train=train_config(args),
-        method=args.method,
+        methods=demo_methods(args.method, args.preset),
         preset=args.preset,
         overrides=dict(_pairs(args.overrides)),
         protocol=args.protocol,
@@ -94,6 +94,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"\n{len(rows)} models evaluated in {time.time() - t0:.0f}s; rows written to {Path(args.out) / 'results.json'}"
     )
     return 0
+
+
+def demo_methods(method: str | None, preset: str | None) -> tuple[str, ...]:
+    """The demo's rows: --method's comma-separated NAME[:PRESET] items; without --method, the paper's
+    Spotter beside ours, or Spotter alone when --preset names one of its presets."""
+    if method is None:
+        return ("spotter",) if preset else DemoConfig.methods
+    return tuple(m.strip() for m in method.split(",") if m.strip())
 
 
 def _pairs(items: list[str]) -> list[tuple[str, str]]:

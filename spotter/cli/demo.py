@@ -1,7 +1,12 @@
-"""`spotter demo`: original + retrained (cached) + one method, evaluated side by side."""
+"""`spotter demo`: original + retrained (cached) + the methods asked for, evaluated side by side.
+
+By default two rows of unlearning: the paper's Spotter as its authors released it (`spotter` with
+the `authors` preset) and ours (`spotter_auto`, no preset: it calibrates itself), so a user sees
+both on the same models."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,8 +41,9 @@ class DemoConfig:
     model: str = "resnet18"
     width: int = 16  # CPU-sized; 64 is the paper's model
     train: TrainConfig = field(default_factory=TrainConfig)
-    method: str = "spotter"
-    preset: str | None = None
+    # NAME or NAME:PRESET per row; docs/method.md names the presets
+    methods: tuple[str, ...] = ("spotter:authors", "spotter_auto")
+    preset: str | None = None  # for every listed method without its own :PRESET
     overrides: dict[str, Any] = field(default_factory=dict)
     protocol: str = "full"  # "retain-free" hides every retain split from the method
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -53,7 +59,10 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
         raise ValueError(f"unknown protocol {cfg.protocol!r}; valid choices: {', '.join(methods.PROTOCOLS)}")
     out = check_writable(cfg.out)
     device = resolve_device(cfg.device)
-    method_cfg = _method_config(cfg)
+    _check_overrides(cfg)
+    runs = [_method_config(cfg, item) for item in cfg.methods]  # (row name, method, config)
+    if not runs:
+        raise ValueError("no method to run; give --method NAME[:PRESET][,NAME...], e.g. spotter_auto")
     splits, info = prepare(cfg.data)
     spec = model_spec(info, cfg.model, cfg.width)
     t_start = time.time()
@@ -67,9 +76,12 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
     evals = Path(cfg.cache_dir or default_cache_dir()) / "evals"
     base_key = [file_digest(meta_o["path"]), asdict(cfg.eval), cfg.data.split_key(), metric_code_digest()]
     evaluator = Evaluator(original, splits, cfg.eval, evals / f"neighbours-{digest(base_key)}.safetensors")
-    t0 = time.time()
-    unlearned = methods.run(cfg.method, original, splits, method_cfg, protocol=cfg.protocol)
-    unlearn_s = time.time() - t0
+    unlearned = []
+    for name, method, method_cfg in runs:
+        log.info("unlearning with %s", name)
+        t0 = time.time()
+        model = methods.run(method, original, splits, method_cfg, protocol=cfg.protocol)
+        unlearned.append((name, method, method_cfg, model, time.time() - t0))
     common = {
         "dataset": info.name,
         "forget_classes": list(splits.forget_classes),
@@ -81,10 +93,10 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
     models = (
         ("original", original, meta_o.get("train_seconds"), {"checkpoint": meta_o["path"]}),
         ("retrained", retrained, meta_r.get("train_seconds"), {"checkpoint": meta_r["path"]}),
-        (cfg.method, unlearned, unlearn_s, {
-            "method_config": asdict(method_cfg), "protocol": cfg.protocol,
-            "history": getattr(unlearned, "unlearn_history", None),
-        }),
+        *((name, model, seconds, {
+            "method": method, "method_config": asdict(method_cfg), "protocol": cfg.protocol,
+            "history": getattr(model, "unlearn_history", None),
+        }) for name, method, method_cfg, model, seconds in unlearned),
     )  # fmt: skip
     rows = [
         {"model": name, **measures, "time_s": seconds, **extra, **common}
@@ -92,18 +104,19 @@ def run_demo(cfg: DemoConfig) -> list[dict[str, Any]]:
             models, _measure(models, evaluator, evals, base_key), strict=True
         )
     ]
-    # the unlearned model too, so `spotter eval` / `spotter audit` can probe it later
-    save_model(
-        out / f"{cfg.method}.safetensors",
-        unlearned,
-        spec,
-        {
-            "method": cfg.method,
-            "method_config": asdict(method_cfg),
-            "forget_classes": list(splits.forget_classes),
-            "unlearn_seconds": unlearn_s,
-        },
-    )
+    # the unlearned models too, so `spotter eval` / `spotter audit` can probe them later
+    for name, method, method_cfg, model, seconds in unlearned:
+        save_model(
+            out / f"{checkpoint_stem(name)}.safetensors",
+            model,
+            spec,
+            {
+                "method": method,
+                "method_config": asdict(method_cfg),
+                "forget_classes": list(splits.forget_classes),
+                "unlearn_seconds": seconds,
+            },
+        )
     write_json(out / "results.json", rows)
     table = markdown(rows) + "\n"
     atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(table))
@@ -125,17 +138,37 @@ def _measure(models: tuple, evaluator: Evaluator, evals: Path, base_key: list) -
     return out
 
 
-def _method_config(cfg: DemoConfig) -> Any:
-    """The method's config: the preset asked for, else the one shipped for the dataset, with overrides."""
-    preset = cfg.preset or methods.default_preset(cfg.method, cfg.data.dataset)
-    if preset is not None and cfg.preset is None:
+def _check_overrides(cfg: DemoConfig) -> None:
+    """Each --set key applies to every listed method that has it; a key none has is an error."""
+    known: set[str] = set()
+    for item in cfg.methods:
+        known |= {f.name for f in dataclasses.fields(methods.get(item.partition(":")[0]).Config)}
+    unknown = sorted(set(cfg.overrides) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown setting {unknown[0]!r} for {', '.join(cfg.methods)}; valid keys: {', '.join(sorted(known))}"
+        )
+
+
+def checkpoint_stem(name: str) -> str:
+    """The file name of a row's checkpoint: `spotter:authors` -> `spotter-authors`."""
+    return name.replace(":", "-")
+
+
+def _method_config(cfg: DemoConfig, item: str) -> tuple[str, str, Any]:
+    """(row name, method, config) of one `NAME[:PRESET]` item: its own preset, else --preset, else
+    the one the method ships for the dataset; then the overrides."""
+    method, _, own = item.partition(":")
+    preset = own or cfg.preset or methods.default_preset(method, cfg.data.dataset)
+    if preset is not None and not own and cfg.preset is None:
         log.info(
-            "%s: using the %r preset shipped for %s (--preset authors for the authors' released method; "
-            "`spotter list presets` shows them all)",
-            cfg.method,
+            "%s: using the %r preset shipped for %s (`spotter list presets` shows them all)",
+            method,
             preset,
             cfg.data.dataset,
         )
-    method_cfg = methods.make_config(cfg.method, cfg.overrides, preset)
+    known = {f.name for f in dataclasses.fields(methods.get(method).Config)}
+    own_overrides = {k: v for k, v in cfg.overrides.items() if k in known}
+    method_cfg = methods.make_config(method, own_overrides, preset)
     method_cfg = methods.with_seed(method_cfg, cfg.seed)
-    return method_cfg
+    return (f"{method}:{preset}" if own else method), method, method_cfg

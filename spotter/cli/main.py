@@ -109,9 +109,17 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     _cache_dir(g)
 
 
-def _method_args(p: argparse.ArgumentParser) -> None:
+def _method_args(p: argparse.ArgumentParser, several: bool = False) -> None:
     g = p.add_argument_group("unlearning method")
-    g.add_argument("--method", default="spotter", help="method name (see `spotter list methods`)")
+    if several:
+        g.add_argument(
+            "--method",
+            help="methods to run, NAME[:PRESET] comma separated (default: spotter:authors,spotter_auto, "
+            "the paper's Spotter beside ours; with --preset alone: spotter with that preset); "
+            "`spotter list methods`",
+        )
+    else:
+        g.add_argument("--method", default="spotter", help="method name (see `spotter list methods`)")
     g.add_argument(
         "--preset",
         help="named setting of the method, e.g. spotter's 'authors' (the authors' released method) or "
@@ -138,7 +146,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help="train/load original + retrained, unlearn, evaluate, print a table",
         description="The whole pipeline on one dataset; writes OUT/results.json and results.md.",
     )
-    _data_args(p, surrogate=True), _model_args(p), _method_args(p), _eval_args(p)
+    _data_args(p, surrogate=True), _model_args(p), _method_args(p, several=True), _eval_args(p)
     _out(p, "output folder", "runs/demo")
 
 

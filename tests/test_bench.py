@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from _bench_fixtures import SMOKE, Run, bench, metrics, smoke_run
@@ -67,6 +69,42 @@ def test_resume_after_a_crash_finishes_only_the_missing_jobs(run: Run, tmp_path)
     rows = read_rows(out / "results.jsonl")
     assert len(rows) == 8 and len({r["job"] for r in rows}) == 8
     assert metrics(rows) == metrics(run.rows())  # same numbers whatever the order of the jobs
+
+
+def test_stale_rows_are_named_kept_and_rerun_only_on_request(run: Run, tmp_path, monkeypatch, capsys) -> None:
+    """A row records digests of the code that computed it: when that code changes the row is named
+    as stale and kept; --rerun-stale reruns exactly those jobs and replaces their rows."""
+    from spotter.bench.provenance import stale_reason
+
+    rows = run.rows()
+    assert all(stale_reason(r) is None for r in rows)  # just written by this code
+    by_key = {(r["label"], r["replicate"]): i for i, r in enumerate(rows)}
+    rows[by_key["spotter", 1]]["code"]["method"] = "0" * 16  # spotter.py changed since
+    rows[by_key["original", 0]]["code"]["measure"] = "0" * 16  # an OU/PRA module changed since
+    del rows[by_key["finetune", 0]]["code"]  # a row from before digests: unverified, left alone
+    out = tmp_path / "stale"
+    out.mkdir()
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a job ran without --rerun-stale")
+
+    with monkeypatch.context() as m:
+        m.setattr("spotter.bench.runner.run_jobs", refuse)
+        assert bench(out, run.cache) == 0
+    text = capsys.readouterr().out
+    assert "2 stale row(s) kept" in text and "1 row(s) written before code digests" in text
+    assert "stale: spotter (forget [0], seed 1): method code changed" in text
+    assert "stale: original (forget [0], seed 0): measure code changed" in text
+
+    assert bench(out, run.cache, "--rerun-stale") == 0
+    assert "stale row" not in capsys.readouterr().out
+    after = read_rows(out / "results.jsonl")
+    assert len(after) == 8 and len({r["job"] for r in after}) == 8  # replaced, not appended
+    before = {r["job"]: r for r in rows}
+    rerun = {r["job"] for r in after if r["finished"] != before[r["job"]]["finished"]}
+    assert rerun == {rows[by_key["spotter", 1]]["job"], rows[by_key["original", 0]]["job"]}
+    assert metrics(after) == metrics(run.rows())  # the same code gives the same numbers
 
 
 def test_two_workers_give_the_numbers_of_one(run: Run, tmp_path) -> None:

@@ -59,3 +59,15 @@ def test_directions_come_from_the_registry() -> None:
     assert direction("pra_forget_acc") == -1 and direction("test_retain_acc") == 1
     assert direction("mia_efficacy") == 0 and direction("not_a_measure") == 0
     assert MEASURES["ou_pgd"].fmt(0.012345) == "0.0123" and MEASURES["pra_alpha"].fmt(None) == "-"
+
+
+def test_default_install_holds_every_library_the_commands_use():
+    """`pip install spotter-unlearning` must run every command completely: the audit's membership
+    inference and probe (scikit-learn), every plot (matplotlib) and image folders (Pillow)."""
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    core = {re.split(r"[<>=!~\[ ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    assert {"torch", "numpy", "safetensors", "tqdm", "scikit-learn", "matplotlib", "pillow"} <= core
+    extras = project["optional-dependencies"]
+    assert all(not extras[name] for name in ("audit", "plots", "images"))  # aliases kept for old commands

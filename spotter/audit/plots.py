@@ -1,6 +1,6 @@
 """PNG plots of an `audit` result (matplotlib, Agg backend, imported lazily).
 
-Without matplotlib the plots are skipped with a warning (`pip install 'spotter-unlearning[plots]'`).
+Without matplotlib (a dependency, so only in a broken install) the plots are skipped with a warning.
 """
 
 from __future__ import annotations

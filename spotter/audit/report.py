@@ -1,7 +1,7 @@
 """Render an `audit` result: OUT/audit.json, OUT/audit.md (plain words) and PNG plots.
 
 Every number in audit.md stands next to the original's and the retrained model's, with what it
-means and which direction is good. Plots need matplotlib (`pip install 'spotter-unlearning[plots]'`);
+means and which direction is good. Plots need matplotlib (a dependency);
 without it they are skipped with a warning.
 """
 

@@ -20,6 +20,7 @@ import torch
 from spotter import methods
 from spotter.audit.checks import mia_check, ou_sweep, pra_report
 from spotter.audit.context import AuditConfig, Shared
+from spotter.bench.provenance import code_digests
 from spotter.bench.spec import set_fields
 from spotter.bench.store import FEATURES, file_lock
 from spotter.config import apply_overrides
@@ -169,5 +170,6 @@ def run_job(job: dict[str, Any], ctx: Context, out: Path) -> dict[str, Any]:
         "host": platform.node(),
         "torch": torch.__version__,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "code": code_digests(cfg["kind"], cfg["method"]),  # what makes this row stale later
         "config": cfg,
     }

@@ -10,6 +10,7 @@ worker or in which order it ran, so `--workers` and `--devices` only change the 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from spotter.bench.job import Context, run_job
+from spotter.bench.provenance import latest_per_job, stale_reason
 from spotter.bench.spec import Spec, job_id, load_spec
 from spotter.bench.store import append_row
 from spotter.data import resolve_root
@@ -39,6 +41,8 @@ class BenchResult:
     failed: list[str]  # labels of jobs that raised (rerun to retry)
     seconds: float
     out: Path
+    stale: list[str]  # committed rows whose code changed since (rerun with rerun_stale)
+    unverified: int  # committed rows written before code digests were recorded
 
 
 def context_key(config: dict[str, Any]) -> str:
@@ -68,13 +72,21 @@ def run_bench(
     workers: int = 1,
     devices: list[str] | None = None,
     cache_dir: str | None = None,
+    rerun_stale: bool = False,
 ) -> BenchResult:
-    """Run every job of the spec that results.jsonl does not hold yet."""
+    """Run every job of the spec that results.jsonl does not hold yet (and, with `rerun_stale`,
+    the jobs whose committed rows were computed by code that has changed since)."""
     spec = load_spec(spec_path)
     out = check_writable(out)
     t0 = time.time()
     atomic_write(out / "spec.toml", lambda tmp: Path(tmp).write_text(spec.text))
-    done = {r.get("job") for r in read_rows(out / RESULTS)}
+    ids = {j["id"] for j in spec.jobs}
+    committed = [r for r in latest_per_job(read_rows(out / RESULTS)) if r.get("job") in ids]
+    reasons = {r["job"]: stale_reason(r) for r in committed}
+    stale = {k: v for k, v in reasons.items() if v not in (None, "unverified")}
+    unverified = sum(v == "unverified" for v in reasons.values())
+    _log_stale(committed, stale, unverified, rerun_stale)
+    done = {r["job"] for r in committed} - (set(stale) if rerun_stale else set())
     todo = [j for j in spec.jobs if j["id"] not in done]
     devices = devices or ["auto"]
     workers = max(1, workers, len(devices) if devices != ["auto"] else 1)
@@ -92,11 +104,38 @@ def run_bench(
             run_jobs(plans[0], str(out), devices[0], cache_dir, spec.data_dir)
         else:
             _spawn(plans, out, devices, cache_dir, spec.data_dir)
-    finished = {r.get("job") for r in read_rows(out / RESULTS)}
-    failed = [f"{j['config']['label']} (forget {j['config']['data']['forget']}, replicate {j['meta']['replicate']})" for j in todo if j["id"] not in finished]  # fmt: skip
+    rows = read_rows(out / RESULTS)
+    finished = {r.get("job") for r in rows}
+    if rerun_stale and stale:  # a rerun row replaced its stale row: keep one row per job
+        fresh = {r["job"] for r in rows if r.get("job") in stale and stale_reason(r) is None}
+        if fresh:
+            text = "".join(json.dumps(r) + "\n" for r in latest_per_job(rows))
+            atomic_write(out / RESULTS, lambda tmp: Path(tmp).write_text(text))
+        stale = {k: v for k, v in stale.items() if k not in fresh}
+    failed = [f"{j['config']['label']} (forget {j['config']['data']['forget']}, replicate {j['meta']['replicate']})" for j in todo if j["id"] not in finished or j["id"] in stale]  # fmt: skip
+    by_id = {r["job"]: r for r in committed}
+    stale_labels = [_describe(by_id[k], v) for k, v in stale.items()]
     return BenchResult(
-        len(spec.jobs), len(spec.jobs) - len(todo), len(todo) - len(failed), failed, time.time() - t0, out
-    )
+        len(spec.jobs), len(spec.jobs) - len(todo), len(todo) - len(failed), failed, time.time() - t0, out,
+        stale_labels, unverified,
+    )  # fmt: skip
+
+
+def _describe(row: dict[str, Any], reason: str) -> str:
+    return f"{row.get('label')} (forget {row.get('forget_classes')}, seed {row.get('seeds', {}).get('train')}): {reason}"
+
+
+def _log_stale(committed: list[dict], stale: dict[str, str], unverified: int, rerun: bool) -> None:
+    if stale:
+        by_id = {r["job"]: r for r in committed}
+        names = "; ".join(_describe(by_id[k], v) for k, v in list(stale.items())[:5])
+        more = f" and {len(stale) - 5} more" if len(stale) > 5 else ""
+        action = "rerunning them" if rerun else "kept; `--rerun-stale` reruns exactly those"
+        log.warning("%d committed row(s) are stale: %s%s (%s)", len(stale), names, more, action)
+    if unverified:
+        log.info(
+            "%d committed row(s) predate code digests: their code cannot be checked (unverified)", unverified
+        )
 
 
 def _preflight(spec: Spec) -> None:

@@ -287,11 +287,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
     for d in devices or []:
         resolve_device(d)
-    res = run_bench(args.spec, args.out, args.workers, devices, args.cache_dir)
+    res = run_bench(args.spec, args.out, args.workers, devices, args.cache_dir, args.rerun_stale)
     print(
         f"{res.total} jobs: {res.skipped} already done, {res.ran} run now in {res.seconds:.0f}s"
         f"{f', {len(res.failed)} failed' if res.failed else ''}; rows in {res.out / RESULTS}"
     )
+    if res.stale:
+        print(f"{len(res.stale)} stale row(s) kept (the code that computed them changed; --rerun-stale):")
+        for label in res.stale:
+            print(f"  stale: {label}")
+    if res.unverified:
+        print(f"{res.unverified} row(s) written before code digests were recorded: not checked")
     for label in res.failed:
         print(f"  failed: {label} (see the log above; rerun to retry)")
     print(f"render with: spotter report {res.out}")

@@ -257,12 +257,19 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         description="Run every job of SPEC (see benchmarks/*.toml) that OUT/results.jsonl does not hold yet: "
         "one JSON row per job (config, git revision, wall time, every metric), appended as it finishes, so "
         "a re-run after a crash or Ctrl-C resumes. Original and retrained models come from the cache. "
-        "Render the rows with `spotter report OUT`.",
+        "Each row records digests of the code that computed it; rows whose code has changed since are "
+        "named as stale and kept until --rerun-stale. Render the rows with `spotter report OUT`.",
     )
     p.add_argument("spec", metavar="SPEC", help="benchmark spec, e.g. benchmarks/fashion_mnist.toml")
     _out(p, "run folder (results.jsonl, features/, report/)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; threads are split)")
     p.add_argument("--devices", help="comma-separated devices spread over the workers, e.g. cuda:0,cuda:1")
+    p.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="also rerun the jobs whose committed rows were computed by code that has changed since "
+        "(the new row replaces the old one)",
+    )
     _cache_dir(p)
 
 

@@ -9,7 +9,7 @@ When the decoded set fits a memory budget ($SPOTTER_MEMORY_BUDGET in GiB, defaul
 RAM) everything is decoded once into an in-memory uint8 `TensorSet` (the fast path); otherwise the
 set is an `ImageFolderSet`: labels in memory, images decoded when indexed, and `fit()` streams
 its batches through a DataLoader with workers. Both give the same splits, batches and model.
-Pillow is needed (`pip install spotter-unlearning[images]`) and imported lazily.
+Pillow (a dependency) is imported lazily.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _pil():  # noqa: ANN202 - the PIL.Image module
         from PIL import Image
     except ImportError:
         raise ImportError(
-            "image-folder datasets need Pillow: pip install 'spotter-unlearning[images]' (or pip install pillow)"
+            "image-folder datasets need Pillow, a dependency of spotter-unlearning: reinstall it (pip install pillow)"
         ) from None
     return Image
 

@@ -2,7 +2,7 @@
 
 Inputs are logits and labels (tensors), so every function is pure: no model, no data loading.
 scikit-learn supplies the attackers and is imported inside the functions that need it
-(`pip install 'spotter-unlearning[audit]'`); `confidence`, `entropy` and `auroc` are torch only.
+(a dependency of spotter); `confidence`, `entropy` and `auroc` are torch only.
 
 Do not mix them up (docs/baselines.md §4.17):
 - `mia_efficacy`: SalUn / Unlearn-Sparse (Jia et al. 2023) — share of D_f the attacker calls
@@ -24,7 +24,7 @@ def require_sklearn() -> None:
     except ImportError:
         raise ImportError(
             "membership inference and the linear probe need scikit-learn: "
-            "pip install 'spotter-unlearning[audit]'"
+            "it is a dependency of spotter-unlearning: reinstall it (pip install scikit-learn)"
         ) from None
 
 

@@ -29,7 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent  # the spotter package
 # besides the evaluator's files: what the bench's measure() calls
 BENCH_MEASURE_CODE = ("audit", "bench/job.py")
 METHOD_SHARED = ("methods/_common.py", "methods/__init__.py", "functional", "models/batchnorm.py")
-TRAIN_CODE = ("training/fit.py", "training/zoo.py", "models", "data")
+# the loaders that decode and split the data, not the converters for users' own arrays
+TRAIN_CODE = (
+    "training/fit.py", "training/zoo.py", "models", "data/core.py", "data/catalog.py", "data/loaders.py",
+    "data/formats.py", "data/imagefolder.py", "data/faces.py",
+)  # fmt: skip
 
 
 def _expand(entries: tuple[str, ...]) -> list[Path]:

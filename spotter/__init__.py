@@ -10,6 +10,7 @@ audit / bench -> report -> cli, each a subpackage whose docstring says what it m
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import Any
 
 __version__ = "0.1.0"
@@ -22,6 +23,8 @@ _API = {
     "DataConfig": "spotter.data",
     "Splits": "spotter.data",
     "TensorSet": "spotter.data",
+    "as_tensorset": "spotter.data",
+    "describe": "spotter.data",
     "build_model": "spotter.models",
     "model_spec": "spotter.models",
     "adapt": "spotter.models",
@@ -36,6 +39,7 @@ _API = {
     "EvalConfig": "spotter.evaluation.evaluator",
     "audit": "spotter.audit",
     "AuditConfig": "spotter.audit",
+    "write_report": "spotter.audit.report",
 }
 __all__ = sorted(_API)
 
@@ -45,6 +49,11 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'spotter' has no attribute {name!r}")
     value = getattr(importlib.import_module(_API[name]), name)
     globals()[name] = value  # later lookups skip this function
+    # Importing spotter.audit (e.g. for write_report) binds the subpackage here as `audit`, hiding the
+    # function of that name: drop such bindings so the next lookup resolves the public function.
+    for key, bound in list(globals().items()):
+        if key in _API and isinstance(bound, ModuleType):
+            del globals()[key]
     return value
 
 

@@ -109,6 +109,23 @@ def _relearn(plt: Any, result: dict, path: Path) -> bool:
     return _save(plt, fig, path)
 
 
+# What each figure shows, in plain words (the reports print it under the figure)
+CAPTIONS = {
+    "ou_eps.png": "Over-unlearning (OU@ε) against the neighbourhood radius ε, for three kinds of neighbours "
+    "of the forget images; lower is better and the retrained model shows what a model that never saw the "
+    "forget classes scores.",
+    "pra_alpha.png": "Prototypical relearning attack: forget test accuracy against the weight α with which "
+    "the attacker writes the prototype into the forget row, one panel per prototype variant; the shaded "
+    "line marks the attacker's best α. Lower is better.",
+    "pra_shots.png": "Prototypical relearning attack at the attacker's best α against the number of forget "
+    "images the attacker holds (shots K). Lower is better.",
+    "finetune.png": "Few-shot fine-tuning: forget (left) and retain (right) test accuracy after each budget "
+    "of SGD steps on K forget images plus as many retain images. A low forget accuracy that stays low is "
+    "better.",
+    "relearn_time.png": "Relearn time: the loss on the forget training images after each draw of SGD "
+    "fine-tuning; the black line is the original's loss, which relearning has to reach. Later is better.",
+}
+
 PLOTS = {
     "ou_eps.png": _ou,
     "pra_alpha.png": _pra_alpha,

@@ -101,4 +101,5 @@ def audit(
         "notes": sh.notes,
         "results": results,
         "seconds": time.time() - t0,
+        "device": str(device),
     }

@@ -216,7 +216,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     result = audit(models["original"], models["unlearned"], splits, models.get("retrained"), cfg, device)
     written = write_report(result, out, {name: str(path) for name, path in paths.items()})
     print(summary_table(result))
-    print(f"\naudit finished in {time.time() - t0:.0f}s; report in {written['md']} ({len(written)} files)")
+    print(
+        f"\naudit finished in {time.time() - t0:.0f}s; report in {written['html']} (the same in "
+        f"{written['md'].name}; {len(written)} files)"
+    )
     return 0
 
 

@@ -200,7 +200,8 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
         description="Run every check (accuracies, damage near the forget class, OU@ε and its ε sweep, "
         "PRA over α, K and prototype variants, few-shot fine-tuning, relearn time, a linear probe, "
         "membership inference) for the original, retrained (when given) and unlearned models, side by "
-        "side; writes OUT/audit.md, OUT/audit.json and PNG plots. Use the --dataset/--val-size/"
+        "side; writes OUT/audit.html (one self-contained page, the verdict first), OUT/audit.md, "
+        "OUT/audit.json and PNG plots. Use the --dataset/--val-size/"
         "--split-seed the models were trained with, so train and test images are told apart correctly.",
     )
     _data_args(p), _eval_args(p)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from _methods_fixtures import data, original
 
-from spotter.data import to_float
+from spotter.data import augment, to_float
 from spotter.methods import spotter_auto as auto
 from spotter.training.inference import predict
 
@@ -106,3 +106,48 @@ def test_dual_steps_and_retain_proxies(monkeypatch):
     assert proxies == [None] * 3
     for labels in agreement_labels:  # the student is held to the masked original's label
         assert len(labels) and not (labels == 0).any()
+
+
+def test_schedule_and_anchor_count_follow_the_forget_set_size():
+    cfg = auto.Config()
+    assert auto.schedule(5400, 5400, cfg) == (128, 43)  # a Fashion-MNIST class: the authors' batch, one epoch
+    assert auto.schedule(117, 117, cfg) == (32, 20)  # a digits class: small batches, at least 20 steps
+    assert auto.anchor_count(5400, 9, cfg) == 2 and auto.anchor_count(117, 9, cfg) == 9
+    assert auto.anchor_count(117, 9, auto.Config(anchor_classes=3)) == 3
+
+
+def test_batches_yield_exactly_the_round_and_restart_whole_epochs():
+    y = torch.tensor([0] * 10)
+    batches = list(auto._batches(y, 4, 7, torch.Generator().manual_seed(0)))
+    assert [len(b) for b in batches] == [4, 4, 2, 4, 4, 2, 4]
+    assert sorted(torch.cat(batches[:3]).tolist()) == list(range(10))  # the first epoch, whole
+
+
+def test_batch_terms_shift_and_neighbour_features():
+    from spotter.functional.losses import dispersion, masked_kd
+    from spotter.methods.spotter import Config as SpotterConfig
+    from spotter.methods.spotter import targets
+
+    model, splits = original(), data()
+    cpu = torch.device("cpu")
+    forget = splits.forget.subset(torch.arange(16))
+    material = targets(model, forget, SpotterConfig(), cpu)
+    idx, g = torch.arange(8), torch.Generator().manual_seed(0)
+    plain = auto.Config(shift=0, attack_neighbours=False)
+    kd_clean, kd_nb, disp, feats, y, src = auto._batch_terms(model, model, forget.x, material, idx, (0,), plain, cpu, g)
+    x = to_float(forget.x[src])
+    assert torch.allclose(kd_clean, masked_kd(model(x), material[3][src], (0,), plain.temperature), atol=1e-5)
+    assert torch.allclose(kd_nb, masked_kd(model(material[0][idx]), material[4][idx], (0,), plain.temperature), atol=1e-5)
+    assert feats.shape[0] == 8 and torch.allclose(disp, dispersion(feats, y))
+    both = auto.Config(shift=0, attack_neighbours=True)
+    _, _, disp2, feats2, y2, _ = auto._batch_terms(model, model, forget.x, material, idx, (0,), both, cpu, g)
+    assert feats2.shape[0] == 16 and len(y2) == 16 and not torch.allclose(disp2, disp)
+    assert torch.allclose(feats2[:8], feats, atol=1e-5)  # the clean features first, then the neighbours'
+    shifted = auto.Config(shift=2, attack_neighbours=False)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    kd_s, _, _, feats_s, _, _ = auto._batch_terms(model, model, forget.x, material, idx, (0,), shifted, cpu, g1)
+    xs = augment(x, 2, False, g2)  # the same draw
+    assert not torch.allclose(xs, x) and torch.allclose(feats_s, model.features(xs), atol=1e-5)
+    # the teacher is asked again on the translated images, not reused from the untranslated ones
+    assert torch.allclose(kd_s, masked_kd(model(xs), model(xs), (0,), shifted.temperature), atol=1e-5)
+    assert not torch.allclose(kd_s, masked_kd(model(xs), material[3][src], (0,), shifted.temperature), atol=1e-3)

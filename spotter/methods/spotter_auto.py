@@ -30,23 +30,33 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    near retain classes); then λa doubles instead. The epoch with the weakest attack among those
    that kept the anchors is returned. The attacker's α rule scores retain proxies: the held-out
    anchors the original assigns to a retain class, labelled by it.
+4. Sizes from the forget set. A class of a hundred images gives an epoch of one or two steps: the
+   paper's recipe then either barely moves the model or, run for many epochs with large steps of
+   λ3, overfits the few images (on scikit-learn's digits: forgotten, but the prototype attack won
+   45-75% back on unseen images and a neighbour class lost 20-39 points). So batches shrink to a
+   quarter of a small set (at least `min_batch`), a round between checks has at least
+   `min_round_steps` steps, the clean forget images are translated by up to `shift` pixels (the
+   teacher is asked again on them), and the anchors spend a fixed `anchor_budget`: a small set
+   gets anchors toward every retain class, a large one toward the two nearest.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from spotter.data import Splits, TensorSet, to_float
-from spotter.functional.losses import masked_kd, prototype_attack_loss
+from spotter.data import Splits, TensorSet, augment, to_float
+from spotter.functional.losses import dispersion, masked_kd, prototype_attack_loss
 from spotter.functional.perturb import pgd
 from spotter.functional.prototype import VARIANTS, attacked_head, head_logits, is_cosine, prototype_rows
 from spotter.methods import _common
 from spotter.methods.spotter import Config as SpotterConfig
-from spotter.methods.spotter import batch_terms, spread_order, targets
+from spotter.methods.spotter import spread_order, targets
 from spotter.models.batchnorm import set_mode
 from spotter.training.inference import predict
 
@@ -77,7 +87,12 @@ class Config:
     lambda3: float = 0.5  # initial weight of the simulated attack; doubled while the check fails
     lambda3_max: float = 8.0
     anchor_weight: float = 1.0  # λa
-    anchor_classes: int = 2  # retain classes per forget image that get an anchor
+    anchor_classes: int = 0  # retain classes per forget image that get an anchor; 0: from the budget
+    anchor_budget: int = 12000  # anchors in all: few forget images get anchors toward more classes
+    min_round_steps: int = 20  # a round (check interval) is an epoch, but never fewer steps than this
+    min_batch: int = 32  # batches shrink to a quarter of a small forget set, not below this
+    shift: int = 2  # random translation (pixels) of the forget images: the attack terms generalise
+    attack_neighbours: bool = False  # dispersion and simulated attack on neighbours' features too
     anchor_radii: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3)  # candidates, pixels (L∞)
     anchor_hit: float = 0.8  # share of anchors the original must assign to their target class
     anchor_steps: int = 5
@@ -103,6 +118,8 @@ class Config:
             raise ValueError(f"lambda1 must be in [0, 1], got {self.lambda1}")
         if not 0.0 < self.holdout < 1.0:
             raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
+        if self.min_round_steps < 1 or self.min_batch < 1 or self.shift < 0 or self.anchor_budget < 1:
+            raise ValueError("min_round_steps, min_batch and anchor_budget must be >= 1, shift >= 0")
         if self.anchor_classes < 0 or not self.anchor_radii or min(self.anchor_radii) <= 0:
             raise ValueError(
                 f"anchor_classes must be >= 0 and anchor_radii positive pixels, got {self.anchor_classes} "
@@ -275,14 +292,17 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     best: tuple[float, dict] | None = None  # (attack, weights) of the best epoch that kept the anchors
     floor = 100.0
     names = ("loss", "kd_clean", "kd_neighbour", "dispersion", "prototype", "kd_anchor")
+    # sizes from the forget set: a small set gets smaller batches and rounds of at least
+    # min_round_steps steps, so a round moves the model as much as an epoch of a large set does
+    batch, round_steps = schedule(len(train), len(y_all), cfg)
+    teacher = _common.frozen_copy(model).to(device)
+    g_shift = torch.Generator().manual_seed(cfg.seed + 15485863)
     for epoch in range(cfg.max_epochs):
         set_mode(student, True)  # BatchNorm statistics frozen: batches hold the forget class only
-        order = spread_order(y_all, g)
-        sums = torch.zeros(len(names))
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            kd_clean, kd_nb, disp, feats, y, src = batch_terms(
-                student, train.x, material, idx, classes, cfg.temperature, device
+        sums, seen = torch.zeros(len(names)), 0
+        for idx in _batches(y_all, batch, round_steps, g):
+            kd_clean, kd_nb, disp, feats, y, src = _batch_terms(
+                student, teacher, train.x, material, idx, classes, cfg, device, g_shift
             )
             proto = prototype_attack_loss(feats, y, student.head, classes, g_attack, variants=VARIANTS)
             kd_anchor = _anchor_term(student, x_anchor, t_anchor, len(train), src, classes, cfg, device)
@@ -292,6 +312,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             total = _common.step(opt, loss, student, what="spotter_auto loss")
             terms = [total, kd_clean.item(), kd_nb.item(), disp.item(), proto.item(), kd_anchor.item()]
             sums += torch.tensor(terms) * len(idx)
+            seen += len(idx)
         student.eval()
         held_acc = float((predict(student, held.x, device=device).argmax(1) == held.y).float().mean()) * 100
         g_check = torch.Generator().manual_seed(cfg.seed + 104729)  # the same shots every epoch
@@ -300,7 +321,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             proxy_x, proxy_y, cfg.check_draws,
         )  # fmt: skip
         agreement = _agreement(student, x_held_anchor, held_labels, device)
-        means = dict(zip(names, (sums / len(order)).tolist(), strict=True))
+        means = dict(zip(names, (sums / seen).tolist(), strict=True))
         _common.log_epoch(
             history, "spotter_auto", epoch + 1, cfg.max_epochs, **means, lambda3=lambda3,
             anchor_weight=anchor_weight, held_forget_acc=held_acc, held_attack=attack,
@@ -336,6 +357,65 @@ def retain_argmax(logits: torch.Tensor, forget_classes: tuple[int, ...]) -> torc
     return z.argmax(1)
 
 
+def schedule(n_forget: int, n_neighbours: int, cfg: Config) -> tuple[int, int]:
+    """(batch size, steps per round) from the forget set's size: batches of `batch_size`, shrunk to
+    a quarter of a small set (not below `min_batch`); a round is one pass over the neighbours, but
+    at least `min_round_steps` steps."""
+    batch = min(cfg.batch_size, max(cfg.min_batch, n_forget // 4))
+    return batch, max(math.ceil(n_neighbours / batch), cfg.min_round_steps)
+
+
+def anchor_count(n_forget: int, n_retain: int, cfg: Config) -> int:
+    """Anchor classes per forget image: `anchor_classes`, or as many as `anchor_budget` anchors
+    allow (at least 2), never more than the retain classes."""
+    k = cfg.anchor_classes or max(2, cfg.anchor_budget // max(1, n_forget))
+    return min(k, n_retain)
+
+
+def _batches(y: torch.Tensor, batch: int, steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """`steps` batches of indices into y: whole class-spread epochs, restarted as often as needed."""
+    done = 0
+    while True:
+        order = spread_order(y, generator)
+        for i in range(0, len(order), batch):
+            if done == steps:
+                return
+            yield order[i : i + batch]
+            done += 1
+
+
+def _batch_terms(
+    student: nn.Module, teacher: nn.Module, forget_x: torch.Tensor, material: tuple[torch.Tensor, ...],
+    idx: torch.Tensor, classes: tuple[int, ...], cfg: Config, device: torch.device, generator: torch.Generator,
+) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """Spotter's batch terms (spotter.batch_terms) with two changes: the clean forget images are
+    translated by up to `shift` pixels (the teacher's logits taken on the translated images), and
+    with `attack_neighbours` the dispersion and the simulated attack see the neighbours' features
+    as well as the clean ones (twice the forget samples per batch: they generalise to unseen ones).
+    Returns (clean KD, neighbour KD, dispersion, features, their labels, index of each clean image)."""
+    x_nb, y_all, x_clean_idx, t_clean, t_nb = material
+    src = x_clean_idx[idx]
+    x = to_float(forget_x[src].to(device))
+    t = t_clean[src].to(device)
+    if cfg.shift:
+        x = augment(x, cfg.shift, False, generator)
+        with torch.no_grad():
+            t = teacher(x.contiguous(memory_format=torch.channels_last))
+    x = x.contiguous(memory_format=torch.channels_last)
+    xn = x_nb[idx].to(device).contiguous(memory_format=torch.channels_last)
+    y = y_all[idx].to(device)
+    feats = student.features(torch.cat([x, xn]))
+    logits = student.head(feats)
+    n = len(x)
+    kd_clean = masked_kd(logits[:n], t, classes, cfg.temperature)
+    kd_nb = masked_kd(logits[n:], t_nb[idx].to(device), classes, cfg.temperature)
+    if cfg.attack_neighbours:
+        feats, y = feats, torch.cat([y, y])
+    else:
+        feats = feats[:n]
+    return kd_clean, kd_nb, dispersion(feats, y), feats, y, src
+
+
 @torch.no_grad()
 def _agreement(student: nn.Module, x: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
     """% of anchors the student labels as the masked original does (100 when there are none)."""
@@ -349,7 +429,7 @@ def _anchors(
     device: torch.device, radius: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:  # fmt: skip
     """(anchors, the teacher's logits on them, the radius); anchor i*k + j belongs to clean image i."""
-    k = min(cfg.anchor_classes, t_clean.shape[1] - len(classes))
+    k = anchor_count(len(train), t_clean.shape[1] - len(classes), cfg)
     if k == 0:
         return torch.zeros(0, *train.x.shape[1:]), torch.zeros(0, t_clean.shape[1]), 0.0
     anchor_classes = anchor_targets(t_clean, classes, k)

@@ -27,7 +27,7 @@ from spotter.io import digest, file_digest
 
 ROOT = Path(__file__).resolve().parent.parent  # the spotter package
 # besides the evaluator's files: what the bench's measure() calls
-BENCH_MEASURE_CODE = ("audit", "bench/job.py")
+BENCH_MEASURE_CODE = ("audit/checks.py", "audit/context.py", "bench/job.py")
 METHOD_SHARED = ("methods/_common.py", "methods/__init__.py", "functional", "models/batchnorm.py")
 # the loaders that decode and split the data, not the converters for users' own arrays
 TRAIN_CODE = (

@@ -277,7 +277,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     y_all, t_clean = material[1], material[3]
     x_anchor, t_anchor, radius = _anchors(model, train, t_clean, classes, cfg, device)
     t_held = predict(model, held.x, device=device)
-    x_held_anchor, t_held_anchor, _ = _anchors(model, held, t_held, classes, cfg, device, radius)
+    x_held_anchor, t_held_anchor, _ = _anchors(model, held, t_held, classes, cfg, device, radius, len(train))
     student = student.to(memory_format=torch.channels_last)
     if not cfg.train_head:
         student.head.requires_grad_(False)
@@ -426,10 +426,13 @@ def _agreement(student: nn.Module, x: torch.Tensor, labels: torch.Tensor, device
 
 def _anchors(
     teacher: nn.Module, train: TensorSet, t_clean: torch.Tensor, classes: tuple[int, ...], cfg: Config,
-    device: torch.device, radius: float | None = None,
+    device: torch.device, radius: float | None = None, n_train: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:  # fmt: skip
-    """(anchors, the teacher's logits on them, the radius); anchor i*k + j belongs to clean image i."""
-    k = anchor_count(len(train), t_clean.shape[1] - len(classes), cfg)
+    """(anchors, the teacher's logits on them, the radius); anchor i*k + j belongs to clean image i.
+    k follows the training set's size `n_train` (default: this set's), so the held-out anchors head
+    toward the same near classes as the training ones: held-out anchors toward far classes are
+    still forget-like images that a prototype steals, which made the check's attacker too timid."""
+    k = anchor_count(n_train or len(train), t_clean.shape[1] - len(classes), cfg)
     if k == 0:
         return torch.zeros(0, *train.x.shape[1:]), torch.zeros(0, t_clean.shape[1]), 0.0
     anchor_classes = anchor_targets(t_clean, classes, k)

@@ -214,3 +214,21 @@ def test_smoke_numbers_are_pinned(run: Run) -> None:
         assert r["pra_forget_acc"] == pytest.approx(pra, abs=1e-4), key
         assert r["ou_pgd"] == pytest.approx(ou, rel=1e-4, abs=1e-7), key
         assert r["dispersion"] == pytest.approx(disp, rel=1e-4), key
+
+
+def test_job_ids_survive_a_new_config_field_and_follow_real_changes() -> None:
+    """A row written before a field existed (its config lacks it) still matches its job when the new
+    field's default keeps the old behaviour; a value that differs makes another job."""
+    import copy
+
+    job = next(j for j in load_spec(SMOKE).jobs if j["config"]["label"] == "spotter")
+    older = copy.deepcopy(job["config"])
+    del older["method_config"]["lambda3"]  # the simulated attack's weight, added after the first rows
+    del older["train"]["amp"], older["eval"]["retain_limit"]
+    assert job_id(older) == job["id"]
+    changed = copy.deepcopy(job["config"])
+    changed["method_config"]["lambda3"] = 0.5
+    assert job_id(changed) != job["id"]
+    changed = copy.deepcopy(job["config"])
+    changed["train"]["epochs"] += 1
+    assert job_id(changed) != job["id"]

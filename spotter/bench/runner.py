@@ -81,7 +81,7 @@ def run_bench(
     t0 = time.time()
     atomic_write(out / "spec.toml", lambda tmp: Path(tmp).write_text(spec.text))
     ids = {j["id"] for j in spec.jobs}
-    committed = [r for r in latest_per_job(read_rows(out / RESULTS)) if r.get("job") in ids]
+    committed = [r for r in latest_per_job(_rows(out)) if r.get("job") in ids]
     reasons = {r["job"]: stale_reason(r) for r in committed}
     stale = {k: v for k, v in reasons.items() if v not in (None, "unverified")}
     unverified = sum(v == "unverified" for v in reasons.values())
@@ -104,7 +104,7 @@ def run_bench(
             run_jobs(plans[0], str(out), devices[0], cache_dir, spec.data_dir)
         else:
             _spawn(plans, out, devices, cache_dir, spec.data_dir)
-    rows = read_rows(out / RESULTS)
+    rows = _rows(out)
     finished = {r.get("job") for r in rows}
     if rerun_stale and stale:  # a rerun row replaced its stale row: keep one row per job
         fresh = {r["job"] for r in rows if r.get("job") in stale and stale_reason(r) is None}
@@ -119,6 +119,16 @@ def run_bench(
         len(spec.jobs), len(spec.jobs) - len(todo), len(todo) - len(failed), failed, time.time() - t0, out,
         stale_labels, unverified,
     )  # fmt: skip
+
+
+def _rows(out: Path) -> list[dict[str, Any]]:
+    """The committed rows, each with its id recomputed from its config by today's job_id (a row
+    written before a config field existed keeps matching its job)."""
+    rows = read_rows(out / RESULTS)
+    for r in rows:
+        if isinstance(r.get("config"), dict):
+            r["job"] = job_id(r["config"])
+    return rows
 
 
 def _describe(row: dict[str, Any], reason: str) -> str:

@@ -8,6 +8,7 @@ from: `benchmarks/x.toml:12: unknown method 'foo'; valid choices: ...`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 from dataclasses import asdict, dataclass
@@ -232,8 +233,44 @@ def _check_types(c: _Ctx, raw: dict, table: tuple[str, ...], types: dict[str, tu
 
 
 def job_id(config: dict[str, Any]) -> str:
-    """The job's identity: a hash of its whole config (committed rows are matched by it)."""
-    return digest(config, 16, default=list)
+    """The job's identity: a hash of its config without the fields left at their defaults, so a
+    field added later with a default that keeps the old behaviour does not orphan committed rows
+    (a changed default is a code change: the row's code digests name it stale, see provenance)."""
+    return digest(canonical(config), 16, default=list)
+
+
+def canonical(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with every train/eval/audit/method field equal to its current default dropped."""
+    out = dict(config)
+    for key, default in (("train", TrainConfig()), ("eval", EvalConfig()), ("audit", AuditConfig())):
+        if isinstance(out.get(key), dict):
+            out[key] = _without_defaults(out[key], default)
+    if isinstance(out.get("method_config"), dict):
+        try:
+            default = methods.make_config(out["method"])
+        except (ValueError, KeyError):  # a method since removed: keep its config whole
+            return out
+        out["method_config"] = _without_defaults(out["method_config"], default)
+    return out
+
+
+def _without_defaults(values: dict[str, Any], default: Any) -> dict[str, Any]:
+    reference = {f.name: getattr(default, f.name) for f in dataclasses.fields(default)}
+    out = {}
+    for key, value in values.items():
+        if key in reference and _plain(value) == _plain(reference[key]):
+            continue
+        if isinstance(value, dict) and dataclasses.is_dataclass(reference.get(key)):
+            value = _without_defaults(value, reference[key])
+        out[key] = value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON's view of a value: tuples and lists alike, dataclasses as dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    return json.loads(json.dumps(value, default=list))
 
 
 def _read(path: str | Path) -> tuple[str, dict]:

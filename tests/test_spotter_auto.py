@@ -151,3 +151,15 @@ def test_batch_terms_shift_and_neighbour_features():
     # the teacher is asked again on the translated images, not reused from the untranslated ones
     assert torch.allclose(kd_s, masked_kd(model(xs), model(xs), (0,), shifted.temperature), atol=1e-5)
     assert not torch.allclose(kd_s, masked_kd(model(xs), material[3][src], (0,), shifted.temperature), atol=1e-3)
+
+
+def test_cover_anchors_head_toward_every_retain_class_from_a_budgeted_subset():
+    model, splits = original(), data()
+    train = splits.forget.subset(torch.arange(40))
+    t = predict(model, train.x)
+    cfg = auto.Config(anchor_budget=50, anchor_radii=(0.3,), anchor_hit=0.0)
+    g = torch.Generator().manual_seed(0)
+    anchors, labels, radius = auto._cover_anchors(model, train, t, (0,), cfg, torch.device("cpu"), g)
+    assert anchors.shape[0] == 50 and radius == 0.3  # 50 // 5 retain classes = 10 images, 5 anchors each
+    # at a large radius the original calls most anchors their target: several retain classes appear
+    assert len(set(labels.argmax(1).tolist()) - {0}) >= 3

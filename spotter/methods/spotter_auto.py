@@ -93,6 +93,7 @@ class Config:
     min_batch: int = 32  # batches shrink to a quarter of a small forget set, not below this
     shift: int = 2  # random translation (pixels) of the forget images: the attack terms generalise
     attack_neighbours: bool = False  # dispersion and simulated attack on neighbours' features too
+    anchor_cover: bool = False  # training anchors toward every retain class, from a subset of images
     anchor_radii: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3)  # candidates, pixels (L∞)
     anchor_hit: float = 0.8  # share of anchors the original must assign to their target class
     anchor_steps: int = 5
@@ -275,7 +276,11 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     spot = SpotterConfig(eps=cfg.eps, step=cfg.step, steps=cfg.steps, neighbour_seed=cfg.neighbour_seed)
     material = targets(model, train, spot, device)
     y_all, t_clean = material[1], material[3]
-    x_anchor, t_anchor, radius = _anchors(model, train, t_clean, classes, cfg, device)
+    if cfg.anchor_cover:
+        x_anchor, t_anchor, radius = _cover_anchors(model, train, t_clean, classes, cfg, device, g)
+    else:
+        x_anchor, t_anchor, radius = _anchors(model, train, t_clean, classes, cfg, device)
+    g_anchor = torch.Generator().manual_seed(cfg.seed + 32452843)
     t_held = predict(model, held.x, device=device)
     x_held_anchor, t_held_anchor, _ = _anchors(model, held, t_held, classes, cfg, device, radius, len(train))
     student = student.to(memory_format=torch.channels_last)
@@ -305,7 +310,12 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
                 student, teacher, train.x, material, idx, classes, cfg, device, g_shift
             )
             proto = prototype_attack_loss(feats, y, student.head, classes, g_attack, variants=VARIANTS)
-            kd_anchor = _anchor_term(student, x_anchor, t_anchor, len(train), src, classes, cfg, device)
+            if cfg.anchor_cover:  # anchors are not tied to images: draw twice the batch from the pool
+                pick = torch.randint(len(x_anchor), (2 * len(src),), generator=g_anchor)
+                xa = x_anchor[pick].to(device).contiguous(memory_format=torch.channels_last)
+                kd_anchor = masked_kd(student(xa), t_anchor[pick].to(device), classes, cfg.temperature)
+            else:
+                kd_anchor = _anchor_term(student, x_anchor, t_anchor, len(train), src, classes, cfg, device)
             # L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp + λ3·PRA_sim + λa·KD(x_a)
             loss = cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp
             loss = loss + lambda3 * proto + anchor_weight * kd_anchor
@@ -438,6 +448,23 @@ def _anchors(
     anchor_classes = anchor_targets(t_clean, classes, k)
     anchors, radius, hit = build_anchors(teacher, to_float(train.x), anchor_classes, cfg, device, radius)
     log.info("spotter_auto: %d anchors per image at radius %.2f (%.0f%% on target)", k, radius, 100 * hit)
+    return anchors, predict(teacher, anchors, device=device), radius
+
+
+def _cover_anchors(
+    teacher: nn.Module, train: TensorSet, t_clean: torch.Tensor, classes: tuple[int, ...], cfg: Config,
+    device: torch.device, generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, float]:  # fmt: skip
+    """Anchors toward every retain class from a seeded subset of `anchor_budget` / (retain classes)
+    forget images: the far retain classes get distilled too, not only the two nearest."""
+    retain = t_clean.shape[1] - len(classes)
+    m = min(len(train), max(1, cfg.anchor_budget // retain))
+    subset = torch.randperm(len(train), generator=generator)[:m].sort().values
+    part = train.subset(subset)
+    targets_all = anchor_targets(t_clean[subset], classes, retain)
+    anchors, radius, hit = build_anchors(teacher, to_float(part.x), targets_all, cfg, device)
+    log.info("spotter_auto: anchors toward all %d retain classes from %d images at radius %.2f (%.0f%% on target)",
+             retain, m, radius, 100 * hit)  # fmt: skip
     return anchors, predict(teacher, anchors, device=device), radius
 
 

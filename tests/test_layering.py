@@ -28,6 +28,7 @@ ABOVE_METHODS = ["spotter.evaluation", "spotter.audit", "spotter.bench", "spotte
 # subpackage -> what it must never import (statically, lazy imports included)
 FORBIDDEN = {
     "spotter.io": ["spotter.data", "spotter.models", *ABOVE_DATA, *ABOVE_METHODS],
+    "spotter.progress": ["spotter.data", "spotter.models", *ABOVE_DATA, *ABOVE_METHODS],
     "spotter.config": ["spotter.data", "spotter.models", *ABOVE_DATA, *ABOVE_METHODS],
     "spotter.data": ABOVE_DATA + ABOVE_METHODS,
     "spotter.functional": ["spotter.data", "spotter.models", "spotter.training", "spotter.methods", *ABOVE_METHODS],

@@ -30,6 +30,7 @@ from spotter.evaluation.relearn import (
     finetune_relearn,
     relearn_time,
 )
+from spotter.progress import task
 
 log = logging.getLogger("spotter")
 
@@ -56,7 +57,8 @@ def _audit_one(sh: Shared, model: nn.Module) -> dict[str, Any]:
     for name in cfg.checks:
         t0 = time.time()
         try:
-            out[name] = checks[name]()
+            with task(f"audit: {name}"):
+                out[name] = checks[name]()
         except ImportError as err:  # scikit-learn missing: skip, say so
             log.warning("audit: %s skipped: %s", name, err)
             out[name] = {"skipped": str(err)}

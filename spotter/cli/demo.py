@@ -26,6 +26,7 @@ from spotter.io import (
     write_json,
 )
 from spotter.models import model_spec
+from spotter.progress import task
 from spotter.report.markdown import markdown
 from spotter.training.checkpoint import save_model
 from spotter.training.device import resolve_device
@@ -128,13 +129,12 @@ def _measure(models: tuple, evaluator: Evaluator, evals: Path, base_key: list) -
     """The evaluator's row of each model; the reference models' rows come from (and go to) the cache."""
     out = []
     for name, model, _, extra in models:
-        t_eval = time.time()
-        if name in ("original", "retrained"):
-            key = digest([*base_key, file_digest(extra["checkpoint"])])
-            out.append(cached_json(evals / f"row-{name}-{key}.json", lambda m=model: evaluator(m)))
-        else:
-            out.append(evaluator(model))
-        log.info("evaluated %s in %.0fs", name, time.time() - t_eval)
+        with task(f"evaluating {name} (accuracies, OU@ε, PRA)"):
+            if name in ("original", "retrained"):
+                key = digest([*base_key, file_digest(extra["checkpoint"])])
+                out.append(cached_json(evals / f"row-{name}-{key}.json", lambda m=model: evaluator(m)))
+            else:
+                out.append(evaluator(model))
     return out
 
 

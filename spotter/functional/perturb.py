@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spotter.progress import task
+
 DIRECTIONS = ("toward", "away")
 
 
@@ -94,13 +96,16 @@ def neighbourhood(
         raise ValueError(f"unknown neighbourhood {kind!r}; valid choices: {', '.join(KINDS)}")
     g = torch.Generator().manual_seed(seed)
     out = []
-    for _ in range(copies):
-        for i in range(0, len(y), batch_size):
-            xb = x_uint8[i : i + batch_size].to(device).float().div(255)
-            yb = y[i : i + batch_size].to(device)
-            if kind == "gaussian":
-                out.append(gaussian(xb, sigma, g).cpu())
-            else:
-                direction = "away" if kind == "pgd_away" else "toward"
-                out.append(pgd(model, xb, yb, eps, step, steps, direction, g).cpu())
+    total = copies * -(-len(y) // batch_size)
+    with task(f"{kind} neighbourhood of {len(y)} images", total, quiet=True) as progress:
+        for _ in range(copies):
+            for i in range(0, len(y), batch_size):
+                xb = x_uint8[i : i + batch_size].to(device).float().div(255)
+                yb = y[i : i + batch_size].to(device)
+                if kind == "gaussian":
+                    out.append(gaussian(xb, sigma, g).cpu())
+                else:
+                    direction = "away" if kind == "pgd_away" else "toward"
+                    out.append(pgd(model, xb, yb, eps, step, steps, direction, g).cpu())
+                progress.update()
     return torch.cat(out), y.repeat(copies)

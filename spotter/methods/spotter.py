@@ -31,6 +31,7 @@ from spotter.functional.perturb import DIRECTIONS, neighbourhood
 from spotter.functional.prototype import VARIANTS as PROTO_VARIANTS
 from spotter.methods import _common
 from spotter.models.batchnorm import set_mode
+from spotter.progress import bar as progress_bar
 from spotter.training.inference import predict
 
 log = logging.getLogger("spotter")
@@ -210,7 +211,10 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
         set_mode(student, cfg.freeze_bn)
         order = spread_order(y_all, g)
         sums = torch.zeros(len(names))
+        shown = progress_bar(-(-len(order) // cfg.batch_size), f"spotter epoch {epoch + 1}/{cfg.epochs}")
         for i in range(0, len(order), cfg.batch_size):
+            if shown is not None:
+                shown.update()
             idx = order[i : i + cfg.batch_size]
             kd_clean, kd_nb, disp, feats, y, _ = batch_terms(
                 student, forget.x, material, idx, splits.forget_classes, cfg.temperature, device
@@ -228,6 +232,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             terms = [total, kd_clean.item(), kd_nb.item(), disp.item(), proto.item()]
             sums += torch.tensor(terms) * len(idx)
         means = (sums / len(order)).tolist()
+        if shown is not None:
+            shown.close()
         _common.log_epoch(history, "spotter", epoch + 1, cfg.epochs, **dict(zip(names, means, strict=True)))
     student.requires_grad_(True)  # the returned model is an ordinary trainable model again
     return _common.finish(student, history)

@@ -58,6 +58,7 @@ from spotter.methods import _common
 from spotter.methods.spotter import Config as SpotterConfig
 from spotter.methods.spotter import spread_order, targets
 from spotter.models.batchnorm import set_mode
+from spotter.progress import bar as progress_bar
 from spotter.training.inference import predict
 
 log = logging.getLogger("spotter")
@@ -305,7 +306,10 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     for epoch in range(cfg.max_epochs):
         set_mode(student, True)  # BatchNorm statistics frozen: batches hold the forget class only
         sums, seen = torch.zeros(len(names)), 0
+        shown = progress_bar(round_steps, f"spotter_auto round {epoch + 1}/{cfg.max_epochs}")
         for idx in _batches(y_all, batch, round_steps, g):
+            if shown is not None:
+                shown.update()
             kd_clean, kd_nb, disp, feats, y, src = _batch_terms(
                 student, teacher, train.x, material, idx, classes, cfg, device, g_shift
             )
@@ -323,6 +327,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             terms = [total, kd_clean.item(), kd_nb.item(), disp.item(), proto.item(), kd_anchor.item()]
             sums += torch.tensor(terms) * len(idx)
             seen += len(idx)
+        if shown is not None:
+            shown.close()
         student.eval()
         held_acc = float((predict(student, held.x, device=device).argmax(1) == held.y).float().mean()) * 100
         g_check = torch.Generator().manual_seed(cfg.seed + 104729)  # the same shots every epoch

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import nn
 from spotter.data import TensorSet, augment, batches, to_float
 from spotter.io import digest
 from spotter.models.heads import training_logits
+from spotter.progress import bar as progress_bar
 from spotter.training import distributed
 from spotter.training.checkpoint import CheckpointError, load_tensors, save_tensors
 from spotter.training.inference import channels_last, evaluate_accuracy, predict
@@ -124,14 +124,6 @@ def lr_at(cfg: TrainConfig, step: int, total: int, epoch: int) -> float:
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * rest))
     return cfg.lr * max(0.0, 1 - rest)
-
-
-def _progress(total: int, desc: str):  # noqa: ANN202 - tqdm or None
-    if not sys.stderr.isatty():
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
 @dataclass
@@ -243,7 +235,9 @@ def _train_epoch(
     model.train()
     loss_sum, n_seen = torch.zeros((), device=device), 0
     bar = (
-        _progress(run["steps_per_epoch"], f"{run['desc']} {epoch + 1}/{cfg.epochs}") if run["main"] else None
+        progress_bar(run["steps_per_epoch"], f"{run['desc']} {epoch + 1}/{cfg.epochs}")
+        if run["main"]
+        else None
     )
     order = list(batches(len(train), cfg.batch_size, True, g, run["drop_last"]))  # same on every rank
     pending = None  # on GPUs the previous step's loss is checked, so the queue never drains

@@ -18,8 +18,10 @@ torch.set_num_threads(1)
 
 FORGET = (0,)
 VAL_SIZE = 48
-# The fixture recipe; test_cli reuses it (--epochs 6 --train-set ...) to hit the same cache entry.
-TRAIN_CFG = TrainConfig(epochs=6, batch_size=32, lr=0.05, pad=1)
+# The fixture recipe; test_cli and test_audit_cli reuse it (--epochs 1 --train-set ...) to hit the same
+# cache entry. One epoch of the 1 872 training images is 58 steps of 32, and the original already
+# knows every class (test_train.py checks it).
+TRAIN_CFG = TrainConfig(epochs=1, batch_size=32, lr=0.05, pad=1)
 
 
 @dataclass
@@ -61,6 +63,15 @@ def reference(tmp_path_factory, splits, spec) -> Reference:
 @pytest.fixture(scope="session")
 def original(reference) -> Classifier:
     return reference.original
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """The smoke benchmark (benchmarks/smoke.toml) run once per session (a _bench_fixtures.Run):
+    test_bench.py and test_report.py both read it, and neither changes it."""
+    from _bench_fixtures import smoke_run
+
+    return smoke_run(tmp_path_factory)
 
 
 def state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import FORGET, VAL_SIZE
+from conftest import FORGET, TRAIN_CFG, VAL_SIZE
 
 from spotter import cli
 from spotter.audit import plots as audit_plots
@@ -138,7 +138,8 @@ def test_audit_api_without_optional_packages(reference, monkeypatch, tmp_path):
 
 def test_spotter_audit_end_to_end(reference, tmp_path, capsys):
     """Checkpoints written by `spotter train` (the session's cached models) and a suppressed copy."""
-    recipe = ["--model", "tiny", "--epochs", "6", "--train-set", "batch_size=32", "lr=0.05", "pad=1",
+    recipe = ["--model", "tiny", "--epochs", str(TRAIN_CFG.epochs), "--train-set",
+              f"batch_size={TRAIN_CFG.batch_size}", f"lr={TRAIN_CFG.lr}", f"pad={TRAIN_CFG.pad}",
               "--cache-dir", reference.cache_dir]  # fmt: skip
     paths = {kind: tmp_path / f"{kind}.safetensors" for kind in ("original", "retrained")}
     for kind, path in paths.items():

@@ -289,7 +289,7 @@ def api_cases() -> dict[str, tuple[Callable[[Files], object], tuple[str, ...]]]:
         "make_splits empty forget classes": (lambda f: api_splits(forget_classes=()), ("empty", "at least one")),
         "make_splits forget class without samples": (lambda f: no_class_zero(), ("forget class 0", "no training samples")),
         "make_splits K too large": (lambda f: api_splits(shots=500), ("shots=500", "samples of forget class 0")),
-        "make_splits validation eats train": (lambda f: api_splits(val_size=10_000), ("val_size 10000", "384 samples")),
+        "make_splits validation eats train": (lambda f: api_splits(val_size=10_000), ("val_size 10000", "1920 samples")),
         "fit on an empty training set": (lambda f: fit(build_model(SPEC), empty, None, TrainConfig()), ("training set is empty",)),
         "TrainConfig NaN lr": (lambda f: TrainConfig(lr=float("nan")), ("lr", "nan", "> 0")),
         "TrainConfig warmup above 1": (lambda f: TrainConfig(warmup=2.0), ("warmup", "[0, 1]")),

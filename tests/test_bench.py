@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from _bench_fixtures import SMOKE, Run, bench, metrics, smoke_run
+from _bench_fixtures import SMOKE, Run, bench, metrics
 
 from spotter import cli
 from spotter.bench.runner import assign, read_rows
@@ -24,8 +24,8 @@ KEYS = (
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Run:
-    return smoke_run(tmp_path_factory)
+def run(smoke) -> Run:
+    return smoke  # conftest.py: one smoke run per session, shared with test_report.py
 
 
 def test_rows_and_keys(run: Run) -> None:
@@ -176,26 +176,21 @@ def test_shipped_specs_parse(name: str) -> None:
 # machine of this project's CI kind. Update the pins only with a change that is meant to move the
 # numbers, and say so in its commit.
 # capability -> (label, replicate): (test_forget_acc, test_retain_acc, ou_pgd, pra_forget_acc, dispersion)
+# Pinned on the stripe-texture synthetic set (spotter/data/loaders.py, 320 images a class). No AVX2
+# entry: the AVX2 pins were taken on the earlier synthetic set and no AVX2 machine was at hand to
+# measure the new one, so AVX2 machines skip this test until someone pins the numbers there.
+# Note the smoke spec's method settings were sized for that earlier, smaller set: on this one
+# finetune's single epoch keeps class 0 and spotter's 20 steps at lr 0.01 over-unlearn the retain set.
 PINNED = {
-    "AVX2": {
-        ("finetune", 0): (0.0, 80.0, 0.0914709, 84.375, 0.995202),
-        ("finetune", 1): (0.0, 81.25, 0.0816495, 90.625, 0.994097),
-        ("original", 0): (100.0, 83.75, 0.16285, 100.0, 0.993608),
-        ("original", 1): (100.0, 96.875, 0.184662, 100.0, 0.994241),
-        ("retrained", 0): (0.0, 83.75, 0.00134669, 100.0, 0.994615),
-        ("retrained", 1): (0.0, 96.875, 0.0497445, 0.0, 0.994565),
-        ("spotter", 0): (0.0, 76.875, 0.0503926, 65.625, 0.990054),
-        ("spotter", 1): (0.0, 72.5, 0.0333095, 12.5, 0.992261),
-    },
     "AVX512": {
-        ("finetune", 0): (0.0, 80.0, 0.0853583, 84.375, 0.995212),
-        ("finetune", 1): (0.0, 81.25, 0.0800136, 90.625, 0.994104),
-        ("original", 0): (100.0, 83.75, 0.163708, 100.0, 0.993645),
-        ("original", 1): (100.0, 96.875, 0.18445, 100.0, 0.994244),
-        ("retrained", 0): (0.0, 84.375, 0.00289949, 100.0, 0.99453),
-        ("retrained", 1): (0.0, 95.625, 0.00421757, 100.0, 0.99404),
-        ("spotter", 0): (0.0, 78.125, 0.0487755, 59.375, 0.990202),
-        ("spotter", 1): (0.0, 73.125, 0.0328039, 9.375, 0.992258),
+        ("finetune", 0): (100.0, 100.0, 0.688029, 100.0, 0.988382),
+        ("finetune", 1): (100.0, 100.0, 0.672719, 100.0, 0.979229),
+        ("original", 0): (100.0, 100.0, 0.68342, 100.0, 0.985007),
+        ("original", 1): (100.0, 100.0, 0.675066, 100.0, 0.977352),
+        ("retrained", 0): (0.0, 100.0, 0.0896701, 0.0, 0.958489),
+        ("retrained", 1): (0.0, 100.0, 0.0274808, 0.0, 0.991385),
+        ("spotter", 0): (0.0, 40.0, 0.0194988, 0.0, 0.985807),
+        ("spotter", 1): (0.0, 26.875, 0.0286884, 0.0, 0.996323),
     },
 }
 
@@ -203,7 +198,9 @@ PINNED = {
 def test_smoke_numbers_are_pinned(run: Run) -> None:
     capability = torch.backends.cpu.get_cpu_capability()
     if capability not in PINNED:
-        pytest.skip(f"no pinned smoke numbers for CPU capability {capability!r} (pinned: {', '.join(PINNED)})")
+        pytest.skip(
+            f"no pinned smoke numbers for CPU capability {capability!r} (pinned: {', '.join(PINNED)})"
+        )
     pinned = PINNED[capability]
     rows = {(r["label"], r["replicate"]): r for r in run.rows()}
     assert set(rows) == set(pinned)

@@ -107,16 +107,38 @@ def test_synthetic_is_seeded_and_balanced():
     train2, _ = synthetic()
     assert torch.equal(train.x, train2.x) and torch.equal(train.y, train2.y)
     assert not torch.equal(synthetic(seed=1)[0].x, train.x)
-    assert train.x.shape == (6 * 64, 1, 16, 16) and test.x.shape == (6 * 32, 1, 16, 16)
-    assert torch.bincount(train.y).tolist() == [64] * 6
-    # pairs of classes share part of their template: each class is closer to its partner than to
-    # the other classes on average
-    means = torch.stack([train.x[train.y == c].float().mean(0).flatten() for c in range(6)])
-    dist = torch.cdist(means, means)
+    assert train.x.shape == (6 * 320, 1, 16, 16) and test.x.shape == (6 * 32, 1, 16, 16)
+    assert torch.bincount(train.y).tolist() == [320] * 6
+    with pytest.raises(ValueError, match="1..6 classes"):
+        synthetic(num_classes=7)
+
+
+def test_synthetic_pairs_share_an_orientation_and_differ_in_period():
+    """Where each class's power lies: on the vertical-frequency axis (horizontal stripes), the
+    horizontal one (vertical stripes) or off both (checks); and at which spatial frequency."""
+    train, _ = synthetic()
+    x = train.x.float().squeeze(1) / 255
+    power = torch.fft.fft2(x - x.mean((1, 2), keepdim=True)).abs().pow(2)
+    f = torch.fft.fftfreq(16) * 16  # cycles per image
+    fy, fx = f.view(-1, 1).expand(16, 16), f.view(1, -1).expand(16, 16)
+    radius = (fy**2 + fx**2).sqrt()
+    share, mean_radius = [], []
+    for c in range(6):
+        p = power[train.y == c].mean(0)
+        share.append(
+            torch.stack([p[fx == 0].sum(), p[fy == 0].sum(), p[(fx != 0) & (fy != 0)].sum()]) / p.sum()
+        )
+        mean_radius.append(float((p * radius).sum() / p.sum()))
     for c in range(6):
         partner = c ^ 1
-        others = [k for k in range(6) if k not in (c, partner)]
-        assert dist[c, partner] < dist[c, others].mean()
+        # the pair's orientation, shared by the partner, not by the other pairs
+        assert int(share[c].argmax()) == c // 2 and share[c].max() > 0.8, (c, share[c])
+        assert (share[c] - share[partner]).abs().max() < 0.05, (c, share[c], share[partner])
+        others = [k for k in range(6) if k // 2 != c // 2]
+        assert all((share[c] - share[k]).abs().max() > 0.5 for k in others), c
+    # period 4 (16/4 = 4 cycles per image along the stripes' axis) above period 6 (~2.7 cycles)
+    for k in range(3):
+        assert mean_radius[2 * k] > mean_radius[2 * k + 1] + 0.8, mean_radius
 
 
 def test_augment_identity_without_pad_and_flip():

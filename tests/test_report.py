@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _bench_fixtures import Run, smoke_run
+from _bench_fixtures import Run
 
 from spotter import cli
 from spotter.report.plots import PLOTS
@@ -23,16 +23,23 @@ SLUG = "synthetic_tiny16_forget0"
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> Path:
-    """A smoke run copied (results.jsonl + features/ only) to a fresh folder and rendered there."""
-    run: Run = smoke_run(tmp_path_factory)
+def rendered(smoke: Run, tmp_path_factory) -> Path:
+    """The session's smoke run copied (results.jsonl + features/ only) to a fresh folder and rendered
+    there; nothing of the original run folder (nor the model cache) is needed: both are moved out of
+    reach while the report renders, and back afterwards (test_bench.py reads them too)."""
     fresh = tmp_path_factory.mktemp("copy") / "run"
     fresh.mkdir()
-    shutil.copy(run.results, fresh / "results.jsonl")
-    shutil.copytree(run.out / "features", fresh / "features")
-    shutil.rmtree(run.out)  # nothing of the original run folder (nor the model cache) is needed
-    shutil.rmtree(run.cache)
-    assert cli.main(["report", str(fresh)]) == 0
+    shutil.copy(smoke.results, fresh / "results.jsonl")
+    shutil.copytree(smoke.out / "features", fresh / "features")
+    away = tmp_path_factory.mktemp("away")
+    moved = [(path, away / path.name) for path in (smoke.out, smoke.cache)]
+    for path, elsewhere in moved:
+        path.rename(elsewhere)
+    try:
+        assert cli.main(["report", str(fresh)]) == 0
+    finally:
+        for path, elsewhere in moved:
+            elsewhere.rename(path)
     return fresh / "report"
 
 

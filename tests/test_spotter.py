@@ -17,7 +17,9 @@ from spotter.data import make_splits, to_float
 from spotter.functional.losses import dispersion, masked_kd
 from spotter.training.inference import evaluate_accuracy
 
-FAST = {"lr": 1e-2, "epochs": 10, "batch_size": 64}
+# ~10 steps on the ~310 forget images: forgets class 0 and keeps the retain classes (100% here;
+# 10 epochs of this also forget but over-unlearn, retain ~80%)
+FAST = {"lr": 1e-2, "epochs": 2, "batch_size": 64}
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +52,8 @@ def test_spotter_forgets(reference, run_twice):
     assert evaluate_accuracy(reference.original, s.test_forget) > 80
     assert evaluate_accuracy(model, s.forget) < 20
     assert evaluate_accuracy(model, s.test_forget) < 20
-    # retain classes are still predicted well above chance (1/5 among retain classes)
-    assert evaluate_accuracy(model, s.test_retain) > 40
+    # the retain classes stay known (the original has 100% on them)
+    assert evaluate_accuracy(model, s.test_retain) > 90
 
 
 def test_spotter_returns_a_new_model_and_leaves_the_input_untouched(reference, run_twice):

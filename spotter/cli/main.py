@@ -12,7 +12,7 @@ from spotter import __version__
 
 EPILOG = """examples:
   spotter demo                                  # Fashion-MNIST, forget class 0 (see the README for timings)
-  spotter demo --dataset synthetic --model tiny --epochs 2 --out runs/smoke
+  spotter demo --dataset synthetic --model tiny --epochs 2 --out runs/smoke  # the same story in seconds
   spotter train --kind original --out original.safetensors
   spotter unlearn --checkpoint original.safetensors --forget 0 --out spotter.safetensors
   spotter eval spotter.safetensors --original original.safetensors --forget 0

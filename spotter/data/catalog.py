@@ -47,7 +47,16 @@ INFO = {
         (0.2673, 0.2564, 0.2762),
         tuple(f"class {i}" for i in range(100)),
     ),
-    "synthetic": DatasetInfo("synthetic", 6, 1, 16, (0.5,), (0.25,), tuple(f"class {i}" for i in range(6))),
+    # stripe textures in near pairs (spotter/data/loaders.py: synthetic)
+    "synthetic": DatasetInfo(
+        "synthetic",
+        6,
+        1,
+        16,
+        (0.5,),
+        (0.25,),
+        tuple(f"{kind} {period}px" for kind in ("horizontal", "vertical", "checks") for period in (4, 6)),
+    ),
     # Image folders (spotter/imagefolder.py): class count, size, statistics and names come from
     # the folder at load time; these entries only register the names.
     "tinyimagenet": DatasetInfo(

@@ -5,6 +5,7 @@ Every loader returns uint8 (train, test) TensorSets; `prepare` turns a DataConfi
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -65,23 +66,34 @@ def _load_cifar(root: Path, name: str) -> tuple[TensorSet, TensorSet]:
 
 def synthetic(
     num_classes: int = 6,
-    per_class: int = 64,
+    per_class: int = 320,
     test_per_class: int = 32,
     size: int = 16,
     seed: int = 0,
 ) -> tuple[TensorSet, TensorSet]:
-    """Seeded templates plus noise. Classes come in pairs that share 40% of their template, so
-    every class has a near neighbour (what over-unlearning is about)."""
+    """Seeded stripe textures plus noise, in near pairs: what the tiny CNN learns in seconds.
+
+    The classes of pair k = c // 2 share an orientation (pair 0 horizontal stripes, pair 1 vertical
+    stripes, pair 2 checks) and differ only in the stripes' period (4 pixels for even c, 6 for odd
+    c), so every class has a near neighbour, its partner (what over-unlearning is about), while its
+    period recurs in the other pairs. The phase is random per image and the textures survive flips
+    and crops, so global pooling of convolution features tells the classes apart.
+    """
+    if not 1 <= num_classes <= 6:
+        raise ValueError(f"synthetic has 1..6 classes (3 orientations x 2 periods), got {num_classes}")
     g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(num_classes, 1, size // 4, size // 4, generator=g)
-    own = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
-    shared = own[torch.arange(num_classes) // 2 * 2]  # pair partner's template
-    templates = 0.6 * own + 0.4 * shared  # (K, 1, S, S)
+    rows, cols = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
 
     def draw(n: int) -> TensorSet:
         y = torch.arange(num_classes).repeat_interleave(n)
-        x = templates[y] + 0.1 * torch.randn(len(y), 1, size, size, generator=g)
-        return TensorSet((x.clamp(0, 1) * 255).round().to(torch.uint8), y)
+        freq = (2 * math.pi / torch.tensor([4.0, 6.0]))[y % 2].view(-1, 1, 1)
+        phase = torch.rand(len(y), 2, 1, 1, generator=g) * 2 * math.pi
+        across = torch.cos(freq * rows + phase[:, 0])  # horizontal stripes
+        along = torch.cos(freq * cols + phase[:, 1])  # vertical stripes
+        pair = (y // 2).view(-1, 1, 1)
+        texture = torch.where(pair == 0, across, torch.where(pair == 1, along, 1.5 * across * along))
+        x = 0.5 + 0.35 * texture + 0.075 * torch.randn(len(y), size, size, generator=g)
+        return TensorSet((x.clamp(0, 1) * 255).round().to(torch.uint8).unsqueeze(1), y)
 
     return draw(per_class), draw(test_per_class)
 

@@ -95,6 +95,7 @@ class Config:
     shift: int = 2  # random translation (pixels) of the forget images: the attack terms generalise
     attack_neighbours: bool = False  # dispersion and simulated attack on neighbours' features too
     anchor_cover: bool = False  # training anchors toward every retain class, from a subset of images
+    check_proxies: bool = True  # the check's attacker picks α against anchor proxies; False: worst α
     anchor_radii: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3)  # candidates, pixels (L∞)
     anchor_hit: float = 0.8  # share of anchors the original must assign to their target class
     anchor_steps: int = 5
@@ -293,7 +294,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     # the held-out anchors the original still calls a forget class are forget-like, not retain proxies
     held_labels = retain_argmax(t_held_anchor, classes)
     is_proxy = ~torch.isin(t_held_anchor.argmax(1), torch.tensor(classes))
-    proxy_x, proxy_y = (x_held_anchor[is_proxy], held_labels[is_proxy]) if is_proxy.any() else (None, None)
+    use_proxies = cfg.check_proxies and bool(is_proxy.any())
+    proxy_x, proxy_y = (x_held_anchor[is_proxy], held_labels[is_proxy]) if use_proxies else (None, None)
     lambda3, anchor_weight, history = cfg.lambda3, cfg.anchor_weight, []
     best: tuple[float, dict] | None = None  # (attack, weights) of the best epoch that kept the anchors
     floor = 100.0

@@ -1,68 +1,73 @@
 #!/usr/bin/env bash
-# One short GPU loan, prepared as a single call (a loan is minutes long and there is no time for a
-# second try). Status: tried end to end on a CPU with DEV=cpu; not yet run on a GPU. It does:
-#   1. (with --check) the GPU path check: width-64 ResNet-18 on Fashion-MNIST, one epoch of `fit`
-#      against the bare loop with bf16 autocast and channels_last on/off (throughput.py --gpu-check),
-#      then `spotter train` under torchrun (DDP over NCCL, one process) for one epoch;
-#   2. three runs side by side on the one GPU, each cut at SECONDS and resumable (a second call
-#      picks up where the first stopped: bench skips finished jobs, models come from the cache):
-#      benchmarks/fm_methods.toml (issue 3), benchmarks/fashion_mnist.toml (issue 5) and the
-#      Fashion-MNIST ViT table of benchmarks/faces_vit.py (issue 7).
-# The rows (no checkpoints) are packed into OUT/runs.tgz; render them anywhere with `spotter report`.
+# One short GPU loan, prepared as a single call (a loan is minutes long). It runs, side by side on
+# the one GPU and each cut at SECONDS, the two sweeps the open issues need rows from:
+#   - benchmarks/fashion_mnist_classes.toml (the all-class sweep, 18 contexts x 6 rows) into
+#     .devruns/classes (committed as benchmarks/results/fashion_mnist_classes_gpu: one device per
+#     folder, so that every row of a context reads models trained on the same device);
+#   - benchmarks/fashion_mnist.toml (every method x forget {0}, {6} x 3 seeds) into .devruns/fm
+#     (committed as benchmarks/results/fashion_mnist).
+# A second call while the machine is still warm resumes both (bench skips finished jobs, models come
+# from the cache). With --check it first runs the GPU path check (fit against the bare loop with
+# bf16 autocast and channels_last, then `spotter train` under torchrun), ~3 min.
 #
 #   bash benchmarks/gpu_session.sh OUT SECONDS [--check]
 #
-# It expects, next to the repository's files: .devdata/fashion-mnist/ (the four IDX files) and
-# optionally .devdata/cache/models/ (cached original/retrained checkpoints, e.g. the CPU-trained
-# ones, so that issue 3's table uses the demo's models). Runs live in .devruns/ (git-ignored).
+# It expects .devdata/fashion-mnist/ (the four IDX files) next to the repository's files and
+# optionally .devdata/cache/models/ (cached checkpoints). It returns, under OUT: the two row files,
+# the logs, and the trained reference models (originals first) split in 15 MiB parts, so that a CPU
+# session can finish an unfinished context on the same models:
+#   cat OUT/models.tar.part-* | tar x -C ~/.cache/spotter
+# Status: tried end to end on a CPU with DEV=cpu and a short SECONDS.
 set -u
 out=${1:?usage: gpu_session.sh OUT SECONDS [--check]}
 budget=${2:?usage: gpu_session.sh OUT SECONDS [--check]}
 check=${3:-}
 dev=${DEV:-cuda:0}  # DEV=cpu tries the script on a machine without a GPU
-mkdir -p "$out" .devruns/cache/models
+classes_workers=${CLASSES_WORKERS:-10}
+fm_workers=${FM_WORKERS:-6}
+mkdir -p "$out" .devruns/cache/models .devruns/logs
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 SPOTTER_DATA=$PWD/.devdata SPOTTER_CACHE=$PWD/.devruns/cache
+export SPOTTER_GIT_REVISION=${SPOTTER_GIT_REVISION:-unknown}
 cp -n .devdata/cache/models/*.safetensors .devruns/cache/models/ 2>/dev/null
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
-  python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))'; } > "$out/gpu.txt" 2>&1
+  python3 -c 'import torch, sklearn; print("torch", torch.__version__, "sklearn", sklearn.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))'; } > "$out/gpu.txt" 2>&1
 t0=$(date +%s)
 if [[ "$check" == "--check" ]]; then
   timeout 150 python3 benchmarks/throughput.py --gpu-check --check-epochs 1 --device "$dev" \
-    --data-dir .devdata/fashion-mnist > "$out/gpu_check.log" 2>&1
-  echo "gpu check rc $? in $(( $(date +%s) - t0 )) s" >> "$out/gpu_check.log"
+    --data-dir .devdata/fashion-mnist > .devruns/logs/gpu_check.log 2>&1
+  echo "gpu check rc $? in $(( $(date +%s) - t0 )) s" >> .devruns/logs/gpu_check.log
   timeout 60 python3 -m torch.distributed.run --standalone --nproc_per_node 1 -m spotter train --epochs 1 --width 64 \
-    --device "$dev" --out .devruns/ddp.safetensors >> "$out/gpu_check.log" 2>&1
-  echo "torchrun rc $? at $(( $(date +%s) - t0 )) s" >> "$out/gpu_check.log"
+    --device "$dev" --out .devruns/ddp.safetensors >> .devruns/logs/gpu_check.log 2>&1
+  echo "torchrun rc $? at $(( $(date +%s) - t0 )) s" >> .devruns/logs/gpu_check.log
 fi
 left=$(( budget - ($(date +%s) - t0) ))
-# threads: bench splits torch's threads over its workers; keep the sum near the 16 cores
-OMP_NUM_THREADS=3 timeout "$left" python3 -m spotter bench benchmarks/fm_methods.toml --out .devruns/fm_methods \
-  --workers 3 --devices "$dev" >> "$out/fm_methods.log" 2>&1 &
-OMP_NUM_THREADS=12 timeout "$left" python3 -m spotter bench benchmarks/fashion_mnist.toml --out .devruns/fm \
-  --workers 12 --devices "$dev" >> "$out/fm.log" 2>&1 &
-# the Spotter settings search around the fashion-mnist preset (issue 2), four processes
-mkdir -p .devruns/search
-search() {  # name, then JSON settings
-  local name=$1; shift
-  OMP_NUM_THREADS=1 timeout "$left" python3 benchmarks/spotter_search.py --preset fashion-mnist --device "$dev" \
-    --out ".devruns/search/$name.jsonl" "$@" >> "$out/search.log" 2>&1
-}
-search neighbourhood '{"eps":0.06,"step":0.02}' '{"eps":0.1,"step":0.03,"steps":5}' '{"lambda1":0.5}' \
-  '{"lambda1":0.3}' '{"direction":"away"}' '{"lambda1":0.5,"lambda2":1.15}' &
-search teacher '{"temperature":3}' '{"temperature":3,"lambda2":1.5}' '{"temperature":4,"lambda2":1.5}' \
-  '{"temperature":2.5,"lambda2":1.35}' '{"lambda2":1.2}' '{"lambda2":1.3}' &
-search schedule '{"lr":8e-4,"lambda2":1.15}' '{"lr":6e-4,"lambda2":1.35}' '{"epochs":8}' \
-  '{"epochs":12,"lr":5e-4}' '{"lr":1e-3,"epochs":6}' '{"copies":2,"lr":4e-4}' &
-search seeds --references '{}' '{"seed":1}' '{"seed":2}' '{"neighbour_seed":1}' '{"seed":1,"neighbour_seed":1}' \
-  '{"train_head":true}' &
-OMP_NUM_THREADS=1 timeout "$left" python3 benchmarks/faces_vit.py fashion --out .devruns/vit --device "$dev" \
-  >> "$out/vit.log" 2>&1 &
-wait
+# one torch thread per worker: bench splits OMP_NUM_THREADS over its workers; 16 in all
+OMP_NUM_THREADS=$classes_workers timeout -s INT -k 20 "$left" python3 -m spotter bench \
+  benchmarks/fashion_mnist_classes.toml --out .devruns/classes --workers "$classes_workers" --devices "$dev" \
+  >> .devruns/logs/classes.log 2>&1 &
+classes_pid=$!
+OMP_NUM_THREADS=$fm_workers timeout -s INT -k 20 "$left" python3 -m spotter bench \
+  benchmarks/fashion_mnist.toml --out .devruns/fm --workers "$fm_workers" --devices "$dev" \
+  >> .devruns/logs/fm.log 2>&1 &
+fm_pid=$!
+( while sleep 60; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; done ) \
+  >> .devruns/logs/gpu_load.log 2>&1 &
+watcher=$!
+wait "$classes_pid" "$fm_pid"
+kill "$watcher" 2>/dev/null
+pkill -INT -f "spotter bench" 2>/dev/null; sleep 2; pkill -KILL -f "multiprocessing" 2>/dev/null
 echo "runs stopped at $(( $(date +%s) - t0 )) s" | tee -a "$out/gpu.txt"
-# at most 16 MiB per returned file: split the archive (cat "$out"/runs.tgz.part-* | tar xz)
-tar czf - --exclude='*.safetensors' --exclude=cache .devruns 2>/dev/null | split -b 15M - "$out/runs.tgz.part-"
+cp .devruns/classes/results.jsonl "$out/classes.jsonl" 2>/dev/null
+cp .devruns/fm/results.jsonl "$out/fm.jsonl" 2>/dev/null
+tar czf "$out/logs.tgz" .devruns/logs
+# originals first (each serves every context of its seed), training states left out; at most 3
+# parts of 15 MiB come back
+( cd .devruns/cache && { ls models/*-original-*.safetensors; ls models/*-retrained-*.safetensors; } 2>/dev/null \
+  | grep -v '\.state\.' > ../models.list )
+( cd .devruns/cache && tar cf - -T ../models.list ) | split -b 15M - "$out/models.tar.part-"
+rm -f "$out"/models.tar.part-a[d-z]
 ls -la "$out"
 for f in .devruns/*/results.jsonl; do echo "$f: $(wc -l < "$f") rows"; done
-cat "$out/gpu.txt" "$out/gpu_check.log" 2>/dev/null
-grep -h "^| spotter" "$out/search.log" 2>/dev/null
-grep -h "failed\|Error" "$out"/*.log 2>/dev/null | head -20
+cat "$out/gpu.txt" .devruns/logs/gpu_load.log
+grep -h "failed\|Error\|Traceback" .devruns/logs/*.log 2>/dev/null | head -20
+grep -h "done in" .devruns/logs/*.log 2>/dev/null | tail -30

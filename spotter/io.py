@@ -45,7 +45,10 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def git_revision() -> str:
-    """The short commit of the checkout this package runs from, or "unknown"."""
+    """The short commit of the checkout this package runs from ($SPOTTER_GIT_REVISION where the code
+    runs from a copy without .git, e.g. a GPU machine), or "unknown"."""
+    if os.environ.get("SPOTTER_GIT_REVISION"):
+        return os.environ["SPOTTER_GIT_REVISION"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

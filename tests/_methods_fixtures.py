@@ -33,7 +33,9 @@ TINY: dict[str, dict] = {
     "scar": dict(epochs=1, batch_size=64, surrogate_size=64),
     "scrub": dict(epochs=2, msteps=1, batch_size=64, forget_batch_size=32),
     "spotter": dict(epochs=1, batch_size=32),
-    "spotter_auto": dict(max_epochs=1, min_epochs=1, batch_size=32, check_shots=(5,)),
+    "spotter_auto": dict(
+        max_epochs=1, min_epochs=1, batch_size=32, check_shots=(5,), inverted_per_class=10, inversion_steps=20
+    ),
     "unsc": dict(epochs=1, batch_size=32, per_class=16),
     "unsir": dict(noise_batch=8, noise_steps=2, noise_copies=2, per_class=16, batch_size=64),
 }

@@ -78,34 +78,76 @@ def test_anchor_term_distils_the_anchors_of_the_batch_images_only():
     assert not torch.allclose(got, other, atol=1e-3)
 
 
+def _scripted(monkeypatch, attacks: list[float], agreements: list[float], inverted: list[float] | None = None):  # noqa: ANN202
+    """Script the held-out check: the attack per round, the anchor and the inverted-image agreement."""
+    attacks_it, anchor_it = iter(attacks), iter(agreements)
+    inverted_it = iter(inverted or [100.0] * len(agreements))
+    seen = {"proxies": [], "labels": [], "calls": 0}
+
+    def fake_attack(student, shots, held, classes, counts, g, device, proxy_x, proxy_y, draws):  # noqa: ANN001
+        seen["proxies"].append(proxy_y)
+        return next(attacks_it)
+
+    def fake_agreement(student, x, labels, device):  # noqa: ANN001
+        seen["calls"] += 1  # per round: the held anchors first, then the held inverted images
+        seen["labels"].append(labels)
+        return next(anchor_it) if seen["calls"] % 2 else next(inverted_it)
+
+    monkeypatch.setattr(auto, "strongest_attack", fake_attack)
+    monkeypatch.setattr(auto, "_agreement", fake_agreement)
+    return seen
+
+
 def test_dual_steps_and_retain_proxies(monkeypatch):
     """λ3 doubles while the (scripted) attack wins and the anchors hold; λa doubles instead when the
     anchor agreement drops; the attacker's retain proxies never carry a forget label."""
     from _methods_fixtures import tiny_config
 
-    attacks, agreements = iter([50.0, 50.0, 50.0]), iter([90.0, 85.0, 90.0])
-    proxies, agreement_labels = [], []
-
-    def fake_attack(student, shots, held, classes, counts, g, device, proxy_x, proxy_y, draws):  # noqa: ANN001
-        proxies.append(proxy_y)
-        return next(attacks)
-
-    def fake_agreement(student, x, labels, device):  # noqa: ANN001
-        agreement_labels.append(labels)
-        return next(agreements)
-
-    monkeypatch.setattr(auto, "strongest_attack", fake_attack)
-    monkeypatch.setattr(auto, "_agreement", fake_agreement)
+    seen = _scripted(monkeypatch, [50.0] * 3, [90.0, 85.0, 90.0])
     # anchors too close to move: the original still calls most of them the forget class
     cfg = tiny_config("spotter_auto", max_epochs=3, min_epochs=3, anchor_radii=(1e-4,))
     model = auto.unlearn(original(), data(), cfg)
     history = model.unlearn_history
     assert [h["lambda3"] for h in history] == [cfg.lambda3, 2 * cfg.lambda3, 2 * cfg.lambda3]
     assert [h["anchor_weight"] for h in history] == [cfg.anchor_weight] * 2 + [2 * cfg.anchor_weight]
-    # class 0 is the forget class: anchors the original gives it are no retain proxies (here: none)
-    assert proxies == [None] * 3
-    for labels in agreement_labels:  # the student is held to the masked original's label
+    # class 0 is the forget class: anchors the original gives it are no retain proxies; the
+    # model-inverted images are (labelled by the masked original)
+    for proxy_y in seen["proxies"]:
+        assert proxy_y is not None and len(proxy_y) and not (proxy_y == 0).any()
+    for labels in seen["labels"]:  # the student is held to the masked original's label
         assert len(labels) and not (labels == 0).any()
+
+
+def test_a_round_that_breaks_the_retain_proxies_is_rolled_back_with_half_the_step(monkeypatch):
+    from _methods_fixtures import tiny_config
+
+    snapshots = []
+    real_log = auto._common.log_epoch
+
+    def log_and_snapshot(history, name, epoch, epochs, **values):  # noqa: ANN001
+        snapshots.append(None)
+        real_log(history, name, epoch, epochs, **values)
+
+    monkeypatch.setattr(auto._common, "log_epoch", log_and_snapshot)
+    # the inverted-image agreement falls in round 2 (the far retain classes broke), then holds
+    _scripted(monkeypatch, [50.0] * 3, [90.0] * 3, inverted=[95.0, 80.0, 95.0])
+    cfg = tiny_config("spotter_auto", max_epochs=3, min_epochs=3, anchor_radii=(1e-4,))
+    states = []
+    real_load = torch.nn.Module.load_state_dict
+
+    def spy_load(self, state, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        states.append({key: v.clone() for key, v in state.items()})
+        return real_load(self, state, *a, **k)
+
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict", spy_load)
+    model = auto.unlearn(original(), data(), cfg)
+    history = model.unlearn_history
+    assert [h["lr"] for h in history] == [cfg.lr, cfg.lr, cfg.lr / 2]  # halved after the broken round
+    assert history[2]["anchor_weight"] == 2 * cfg.anchor_weight
+    assert states, "the broken round was not rolled back"
+    off = tiny_config("spotter_auto", max_epochs=3, min_epochs=3, anchor_radii=(1e-4,), rollback=False)
+    _scripted(monkeypatch, [50.0] * 3, [90.0] * 3, inverted=[95.0, 80.0, 95.0])
+    assert [h["lr"] for h in auto.unlearn(original(), data(), off).unlearn_history] == [cfg.lr] * 3
 
 
 def test_schedule_and_anchor_count_follow_the_forget_set_size():

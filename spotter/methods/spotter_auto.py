@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from spotter.data import Splits, TensorSet, augment, to_float
+from spotter.functional.inversion import InversionConfig, invert
 from spotter.functional.losses import dispersion, masked_kd, prototype_attack_loss
 from spotter.functional.perturb import pgd
 from spotter.functional.prototype import VARIANTS, attacked_head, head_logits, is_cosine, prototype_rows
@@ -110,6 +111,9 @@ class Config:
     check_shots: tuple[int, ...] = (5, 20)
     check_draws: int = 3  # shot draws per K, the same every epoch: epochs are compared, not draws
     anchor_weight_max: float = 8.0
+    inverted_per_class: int = 32  # model-inverted images per retain class (0: none); see point 5
+    inversion_steps: int = 200  # DeepInversion's optimisation steps per batch
+    rollback: bool = True  # after a round that broke the retain proxies: restore, halve the lr
     train_head: bool = False  # the head's rows are shared by every class (docs/method.md §5)
     neighbour_seed: int = 0
     seed: int = 0
@@ -285,6 +289,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     g_anchor = torch.Generator().manual_seed(cfg.seed + 32452843)
     t_held = predict(model, held.x, device=device)
     x_held_anchor, t_held_anchor, _ = _anchors(model, held, t_held, classes, cfg, device, radius, len(train))
+    x_inv, t_inv, x_held_inv, held_inv_labels = _inverted(model, train, t_clean, classes, cfg, device, g)
+    g_inv = torch.Generator().manual_seed(cfg.seed + 2750159)
     student = student.to(memory_format=torch.channels_last)
     if not cfg.train_head:
         student.head.requires_grad_(False)
@@ -296,10 +302,14 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     is_proxy = ~torch.isin(t_held_anchor.argmax(1), torch.tensor(classes))
     use_proxies = cfg.check_proxies and bool(is_proxy.any())
     proxy_x, proxy_y = (x_held_anchor[is_proxy], held_labels[is_proxy]) if use_proxies else (None, None)
+    if cfg.check_proxies and len(x_held_inv):  # model-inverted stand-ins for every retain class
+        proxy_x = x_held_inv if proxy_x is None else torch.cat([proxy_x, x_held_inv])
+        proxy_y = held_inv_labels if proxy_y is None else torch.cat([proxy_y, held_inv_labels])
     lambda3, anchor_weight, history = cfg.lambda3, cfg.anchor_weight, []
     best: tuple[float, dict] | None = None  # (attack, weights) of the best epoch that kept the anchors
-    floor = 100.0
-    names = ("loss", "kd_clean", "kd_neighbour", "dispersion", "prototype", "kd_anchor")
+    floor = inv_floor = 100.0
+    names = ("loss", "kd_clean", "kd_neighbour", "dispersion", "prototype", "kd_anchor", "kd_inverted")
+    lr, last_kept = cfg.lr, None  # the weights of the last round that kept the retain proxies
     # sizes from the forget set: a small set gets smaller batches and rounds of at least
     # min_round_steps steps, so a round moves the model as much as an epoch of a large set does
     batch, round_steps = schedule(len(train), len(y_all), cfg)
@@ -322,11 +332,12 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
                 kd_anchor = masked_kd(student(xa), t_anchor[pick].to(device), classes, cfg.temperature)
             else:
                 kd_anchor = _anchor_term(student, x_anchor, t_anchor, len(train), src, classes, cfg, device)
-            # L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp + λ3·PRA_sim + λa·KD(x_a)
+            kd_inv = _inverted_term(student, x_inv, t_inv, len(idx), classes, cfg, device, g_inv)
+            # L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp + λ3·PRA_sim + λa·(KD(x_a) + KD(x_inv))
             loss = cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp
-            loss = loss + lambda3 * proto + anchor_weight * kd_anchor
+            loss = loss + lambda3 * proto + anchor_weight * (kd_anchor + kd_inv)
             total = _common.step(opt, loss, student, what="spotter_auto loss")
-            terms = [total, kd_clean.item(), kd_nb.item(), disp.item(), proto.item(), kd_anchor.item()]
+            terms = [total] + [t.item() for t in (kd_clean, kd_nb, disp, proto, kd_anchor, kd_inv)]
             sums += torch.tensor(terms) * len(idx)
             seen += len(idx)
         if shown is not None:
@@ -339,14 +350,24 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             proxy_x, proxy_y, cfg.check_draws,
         )  # fmt: skip
         agreement = _agreement(student, x_held_anchor, held_labels, device)
+        inv_agreement = _agreement(student, x_held_inv, held_inv_labels, device)
         means = dict(zip(names, (sums / seen).tolist(), strict=True))
         _common.log_epoch(
             history, "spotter_auto", epoch + 1, cfg.max_epochs, **means, lambda3=lambda3,
-            anchor_weight=anchor_weight, held_forget_acc=held_acc, held_attack=attack,
-            anchor_agreement=agreement,
+            anchor_weight=anchor_weight, lr=lr, held_forget_acc=held_acc, held_attack=attack,
+            anchor_agreement=agreement, inverted_agreement=inv_agreement,
         )  # fmt: skip
         floor = agreement if epoch == 0 else floor
-        kept = agreement >= floor - cfg.agreement_drop
+        inv_floor = inv_agreement if epoch == 0 else inv_floor
+        kept = agreement >= floor - cfg.agreement_drop and inv_agreement >= inv_floor - cfg.agreement_drop
+        if kept:
+            last_kept = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        elif cfg.rollback and last_kept is not None:
+            # a round that broke the retain proxies (a step too large for the grown weights): go
+            # back to the last round that kept them, with half the step and fresh momentum
+            student.load_state_dict(last_kept)
+            lr = lr / 2
+            opt = _common.optimizer("sgd", params, lr, cfg.momentum, cfg.weight_decay)
         if kept and held_acc <= cfg.forget_target and (best is None or attack < best[0]):
             best = (attack, {k: v.detach().clone() for k, v in student.state_dict().items()})
         if (
@@ -474,6 +495,45 @@ def _cover_anchors(
     log.info("spotter_auto: anchors toward all %d retain classes from %d images at radius %.2f (%.0f%% on target)",
              retain, m, radius, 100 * hit)  # fmt: skip
     return anchors, predict(teacher, anchors, device=device), radius
+
+
+def _inverted(
+    teacher: nn.Module, train: TensorSet, t_clean: torch.Tensor, classes: tuple[int, ...], cfg: Config,
+    device: torch.device, generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(training images, the teacher's logits on them, held-out images, their masked-teacher labels):
+    `inverted_per_class` images per retain class inverted from the original (DeepInversion), those
+    the original assigns to their class; a fifth is held out for the check."""
+    empty = torch.zeros(0, *train.x.shape[1:])
+    retain = [c for c in range(t_clean.shape[1]) if c not in classes]
+    if cfg.inverted_per_class == 0 or not retain:
+        return empty, torch.zeros(0, t_clean.shape[1]), empty, torch.zeros(0, dtype=torch.long)
+    wanted = torch.tensor(retain).repeat_interleave(cfg.inverted_per_class)
+    inv_cfg = InversionConfig(steps=cfg.inversion_steps)
+    x = invert(teacher, wanted, tuple(train.x.shape[1:]), inv_cfg, generator, device)
+    t = predict(teacher, x, device=device)
+    ok = t.argmax(1) == wanted
+    x, t, wanted = x[ok], t[ok], wanted[ok]
+    held = torch.zeros(len(x), dtype=torch.bool)
+    for c in retain:  # stratified: a fifth of each class
+        idx = (wanted == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        held[idx[: len(idx) // 5]] = True
+    log.info("spotter_auto: %d model-inverted retain images (%d of %d on target), %d held out",
+             len(x), int(ok.sum()), len(ok), int(held.sum()))  # fmt: skip
+    return x[~held], t[~held], x[held], retain_argmax(t[held], classes)
+
+
+def _inverted_term(
+    student: nn.Module, x_inv: torch.Tensor, t_inv: torch.Tensor, n: int, classes: tuple[int, ...],
+    cfg: Config, device: torch.device, generator: torch.Generator,
+) -> torch.Tensor:  # fmt: skip
+    """Masked distillation on `n` model-inverted images drawn at random (zero when there are none)."""
+    if len(x_inv) == 0:
+        return torch.zeros((), device=device)
+    pick = torch.randint(len(x_inv), (n,), generator=generator)
+    xi = x_inv[pick].to(device).contiguous(memory_format=torch.channels_last)
+    return masked_kd(student(xi), t_inv[pick].to(device), classes, cfg.temperature)
 
 
 def _anchor_term(

@@ -26,7 +26,9 @@ def pyplot():  # noqa: ANN202 - the pyplot module or None
     try:
         import matplotlib
     except ImportError:
-        log.warning("matplotlib is not installed: plots skipped (a dependency of spotter-unlearning: pip install matplotlib)")
+        log.warning(
+            "matplotlib is not installed: plots skipped (a dependency of spotter-unlearning: pip install matplotlib)"
+        )
         return None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

@@ -128,3 +128,20 @@ def test_html_page_opens_in_headless_chromium_with_every_image(rendered: Path, t
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=90).stdout
     assert f"all {len(PLOTS)} images decoded" in dom, dom[-500:]
     assert "<table>" in dom and "spotter: forget" in dom
+
+
+def test_per_class_damage_pairs_each_row_with_the_original_of_its_seed() -> None:
+    from spotter.report.plots import per_class_changes
+
+    def row(label: str, seed: int, acc: list[float]) -> dict:
+        return {**_row(label, seed, test_retain_acc=90.0), "seeds": {"train": seed}, "per_class_test_acc": acc}
+
+    rows = [
+        row("original", 0, [90.0, 80.0, 70.0]),
+        row("original", 1, [92.0, 82.0, 60.0]),
+        row("a", 0, [0.0, 70.0, 70.0]),  # seed 0: class 1 lost 10
+        row("a", 1, [0.0, 82.0, 50.0]),  # seed 1: class 2 lost 10 (against its own original, not seed 0's)
+    ]
+    names, table = per_class_changes(Setting(rows))
+    assert names == ["a"]
+    assert table.tolist() == [[-91.0, -5.0, -5.0]]

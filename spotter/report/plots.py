@@ -1,6 +1,7 @@
 """PNG plots of one benchmark setting, drawn from the rows (and OUT/features) alone.
 
-OU@ε vs ε, PRA forget accuracy vs α and vs K, forget vs retain accuracy of every method, a 2-D
+OU@ε vs ε, PRA forget accuracy vs α and vs K, forget vs retain accuracy of every method, retain
+drop vs PRA, the change of every class's accuracy against the original (a heatmap), a 2-D
 PCA of forget- and neighbour-class features for the models whose features were saved, and the
 training curves of Spotter (and BASE+spotter) from the method's history. Without matplotlib the
 plots are skipped with a warning.
@@ -138,6 +139,78 @@ def _scatter(plt: Any, st: Any, path: Path) -> bool:
     return save_figure(plt, fig, path)
 
 
+def _paired(st: Any, label: str, get: Any) -> list[Any]:
+    """`get(row, original)` for each of the label's rows that has the original of its seed."""
+    originals = {r["seeds"]["train"]: r for r in st.of("original")}
+    return [get(r, originals[r["seeds"]["train"]]) for r in st.of(label) if r["seeds"]["train"] in originals]
+
+
+def _damage_pra(plt: Any, st: Any, path: Path) -> bool:
+    """Retain drop against the original vs PRA forget accuracy: the two blind spots in one picture."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    drawn = False
+    for label in st.labels:
+        if label == "original":
+            continue
+        pairs = _paired(
+            st, label, lambda r, o: (o["test_retain_acc"] - r["test_retain_acc"], r.get("pra_forget_acc"))
+        )
+        pairs = np.asarray([p for p in pairs if p[1] is not None], dtype=float)
+        if not len(pairs):
+            continue
+        mean, std = pairs.mean(0), pairs.std(0)
+        color = STYLE.get(label, (None,))[0]
+        ax.errorbar(*mean, xerr=std[0], yerr=std[1], fmt="o", color=color, capsize=2)
+        ax.annotate(label, tuple(mean), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        drawn = True
+    ax.set(xlabel="retain test accuracy drop vs original (points) ←", ylabel="PRA forget accuracy (%) ↓",
+           title="damage vs relearning (lower left is better)")  # fmt: skip
+    ax.axvline(0, color="0.7", linewidth=0.8)
+    return _finish(plt, fig, path, drawn)
+
+
+def per_class_changes(st: Any) -> tuple[list[str], np.ndarray]:
+    """(method labels, their per-class test accuracy change against the original of the same seed,
+    mean over seeds: one row per label, one column per class)."""
+    names, rows = [], []
+    for label in st.labels:
+        if label == "original":
+            continue
+        diffs = _paired(
+            st,
+            label,
+            lambda r, o: (
+                np.asarray(r["per_class_test_acc"], float) - np.asarray(o["per_class_test_acc"], float)
+            ),
+        )
+        if diffs:
+            names.append(label)
+            rows.append(np.mean(diffs, axis=0))
+    return names, np.asarray(rows)
+
+
+def _per_class(plt: Any, st: Any, path: Path) -> bool:
+    """Test accuracy change of every class against the original, per method (mean over seeds)."""
+    names, table = per_class_changes(st)
+    if not names:
+        return False
+    rows = names
+    forget = set(st.rows[0].get("forget_classes", []))
+    shown = np.where([[c in forget for c in range(table.shape[1])]] * len(rows), np.nan, table)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * table.shape[1], 0.9 + 0.36 * len(rows)))
+    limit = max(5.0, float(np.nanmax(np.abs(shown))) if np.isfinite(shown).any() else 5.0)
+    image = ax.imshow(shown, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    for i in range(len(rows)):
+        for c in range(table.shape[1]):
+            text = "forget" if c in forget else f"{table[i, c]:+.1f}"
+            ax.text(c, i, text, ha="center", va="center", fontsize=7, color="0.2" if c in forget else "black")
+    ax.set_xticks(range(table.shape[1]), [str(c) for c in range(table.shape[1])])
+    ax.set_yticks(range(len(rows)), names, fontsize=8)
+    ax.set(xlabel="class", title="test accuracy change per class vs original (points; red: lost)")
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    return save_figure(plt, fig, path)
+
+
 def _features(plt: Any, st: Any, folder: Path, path: Path) -> bool:
     shown = []
     for label in st.labels:
@@ -199,6 +272,8 @@ PLOTS = (
     ("pra_alpha", "PRA forget accuracy vs α (mean over seeds; lower is better)"),
     ("pra_k", "PRA forget accuracy vs K (mean over seeds; lower is better)"),
     ("scatter", "Forget vs retain test accuracy of every method (mean ± std over seeds)"),
+    ("damage_pra", "Retain accuracy drop vs PRA forget accuracy per method (mean ± std over seeds)"),
+    ("per_class", "Test accuracy change of every class against the original (mean over seeds)"),
     ("features", "2-D PCA of forget- and neighbour-class test features"),
     ("curves", "Spotter's training curves (loss terms per epoch, mean over seeds)"),
 )
@@ -214,6 +289,8 @@ def plot_setting(st: Any, folder: Path, out: Path) -> list[tuple[Path, str]]:
         "pra_alpha": lambda p: _pra_alpha(plt, st, p),
         "pra_k": lambda p: _pra_k(plt, st, p),
         "scatter": lambda p: _scatter(plt, st, p),
+        "damage_pra": lambda p: _damage_pra(plt, st, p),
+        "per_class": lambda p: _per_class(plt, st, p),
         "features": lambda p: _features(plt, st, folder, p),
         "curves": lambda p: _curves(plt, st, p),
     }

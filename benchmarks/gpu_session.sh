@@ -2,18 +2,22 @@
 # One short GPU loan, prepared as a single call (a loan is minutes long). It runs, side by side on
 # the one GPU and each cut at SECONDS, the two sweeps the open issues need rows from:
 #   - benchmarks/fashion_mnist_classes.toml (the all-class sweep, 18 contexts x 6 rows) into
-#     .devruns/classes (committed as benchmarks/results/fashion_mnist_classes_gpu: one device per
-#     folder, so that every row of a context reads models trained on the same device);
-#   - benchmarks/fashion_mnist.toml (every method x forget {0}, {6} x 3 seeds) into .devruns/fm
-#     (committed as benchmarks/results/fashion_mnist).
-# A second call while the machine is still warm resumes both (bench skips finished jobs, models come
-# from the cache). With --check it first runs the GPU path check (fit against the bare loop with
-# bf16 autocast and channels_last, then `spotter train` under torchrun), ~3 min.
+#     benchmarks/results/fashion_mnist_classes_gpu (GPU rows only: every row of a context reads
+#     models trained on the same device);
+#   - benchmarks/fashion_mnist.toml (every method x forget {0}, {6} x 3 seeds) into
+#     benchmarks/results/fashion_mnist.
+# The runs write into the repository's committed result folders, which travel with the working
+# tree: each call (and each session) resumes from the rows committed before it. Copy OUT's row
+# files back over them and commit. (Run folders outside the tracked tree did not survive between
+# two calls of one loan on 2026-12-04, though the model cache did.) With --check it first runs the
+# GPU path check (fit against the bare loop with bf16 autocast and channels_last, then
+# `spotter train` under torchrun), ~3 min.
 #
 #   bash benchmarks/gpu_session.sh OUT SECONDS [--check]
 #
 # It expects .devdata/fashion-mnist/ (the four IDX files) next to the repository's files and
-# optionally .devdata/cache/models/ (cached checkpoints). It returns, under OUT: the two row files,
+# optionally .devdata/cache/models/ (cached checkpoints; carry them to reuse the models of earlier
+# calls, within the 64 MiB a call may carry). It returns, under OUT: the two row files,
 # the logs, and the trained reference models (originals first) split in 15 MiB parts, so that a CPU
 # session can finish an unfinished context on the same models:
 #   cat OUT/models.tar.part-* | tar x -C ~/.cache/spotter
@@ -43,11 +47,12 @@ fi
 left=$(( budget - ($(date +%s) - t0) ))
 # one torch thread per worker: bench splits OMP_NUM_THREADS over its workers; 16 in all
 OMP_NUM_THREADS=$classes_workers timeout -s INT -k 20 "$left" python3 -m spotter bench \
-  benchmarks/fashion_mnist_classes.toml --out .devruns/classes --workers "$classes_workers" --devices "$dev" \
+  benchmarks/fashion_mnist_classes.toml --out benchmarks/results/fashion_mnist_classes_gpu --rerun-stale \
+  --workers "$classes_workers" --devices "$dev" \
   >> .devruns/logs/classes.log 2>&1 &
 classes_pid=$!
 OMP_NUM_THREADS=$fm_workers timeout -s INT -k 20 "$left" python3 -m spotter bench \
-  benchmarks/fashion_mnist.toml --out .devruns/fm --workers "$fm_workers" --devices "$dev" \
+  benchmarks/fashion_mnist.toml --out benchmarks/results/fashion_mnist --workers "$fm_workers" --devices "$dev" \
   >> .devruns/logs/fm.log 2>&1 &
 fm_pid=$!
 ( while sleep 60; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; done ) \
@@ -57,8 +62,8 @@ wait "$classes_pid" "$fm_pid"
 kill "$watcher" 2>/dev/null
 pkill -INT -f "spotter bench" 2>/dev/null; sleep 2; pkill -KILL -f "multiprocessing" 2>/dev/null
 echo "runs stopped at $(( $(date +%s) - t0 )) s" | tee -a "$out/gpu.txt"
-cp .devruns/classes/results.jsonl "$out/classes.jsonl" 2>/dev/null
-cp .devruns/fm/results.jsonl "$out/fm.jsonl" 2>/dev/null
+cp benchmarks/results/fashion_mnist_classes_gpu/results.jsonl "$out/classes.jsonl" 2>/dev/null
+cp benchmarks/results/fashion_mnist/results.jsonl "$out/fm.jsonl" 2>/dev/null
 tar czf "$out/logs.tgz" .devruns/logs
 # originals first (each serves every context of its seed), training states left out; at most 3
 # parts of 15 MiB come back
@@ -67,7 +72,7 @@ tar czf "$out/logs.tgz" .devruns/logs
 ( cd .devruns/cache && tar cf - -T ../models.list ) | split -b 15M - "$out/models.tar.part-"
 rm -f "$out"/models.tar.part-a[d-z]
 ls -la "$out"
-for f in .devruns/*/results.jsonl; do echo "$f: $(wc -l < "$f") rows"; done
+for f in "$out"/classes.jsonl "$out"/fm.jsonl; do echo "$f: $(wc -l < "$f") rows"; done
 cat "$out/gpu.txt" .devruns/logs/gpu_load.log
 grep -h "failed\|Error\|Traceback" .devruns/logs/*.log 2>/dev/null | head -20
 grep -h "done in" .devruns/logs/*.log 2>/dev/null | tail -30

@@ -229,3 +229,39 @@ def test_job_ids_survive_a_new_config_field_and_follow_real_changes() -> None:
     changed = copy.deepcopy(job["config"])
     changed["train"]["epochs"] += 1
     assert job_id(changed) != job["id"]
+
+
+def test_code_digests_follow_imports_not_folders(tmp_path) -> None:
+    """A new module nobody imports leaves every digest alone; a change in a module one method
+    imports makes that method's rows stale, not the others'."""
+    import shutil
+
+    from spotter.bench import provenance
+
+    root = tmp_path / "spotter"
+    shutil.copytree(provenance.ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
+    before = {
+        m: provenance.code_digests("method", m, root) for m in ("spotter", "spotter_auto", "grad_ascent")
+    }
+    reference = provenance.code_digests("reference", "", root)
+    (root / "functional" / "brand_new.py").write_text("X = 1\n")
+    (root / "methods" / "brand_new_method.py").write_text("from spotter.functional import brand_new\n")
+    provenance.code_digests.cache_clear()
+    assert {m: provenance.code_digests("method", m, root) for m in before} == before
+    assert provenance.code_digests("reference", "", root) == reference
+    inversion = root / "functional" / "inversion.py"  # imported by spotter_auto only
+    inversion.write_text(inversion.read_text() + "\n# changed\n")
+    provenance.code_digests.cache_clear()
+    after = {m: provenance.code_digests("method", m, root) for m in before}
+    assert after["spotter_auto"]["method"] != before["spotter_auto"]["method"]
+    assert after["spotter"] == before["spotter"] and after["grad_ascent"] == before["grad_ascent"]
+    losses = root / "functional" / "losses.py"  # the evaluator's measures and Spotter both import it
+    losses.write_text(losses.read_text() + "\n# changed\n")
+    provenance.code_digests.cache_clear()
+    changed = provenance.code_digests("method", "spotter", root)
+    assert (
+        changed["measure"] != before["spotter"]["measure"]
+        and changed["method"] != before["spotter"]["method"]
+    )
+    assert provenance.code_digests("method", "grad_ascent", root)["method"] == before["grad_ascent"]["method"]
+    provenance.code_digests.cache_clear()

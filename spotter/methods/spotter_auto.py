@@ -1,11 +1,12 @@
-"""Spotter-auto: Spotter that protects the retain classes next to the forget class and calibrates
-itself on the forget set, so one default setting serves every class (ours, not in the paper).
+"""Spotter-auto: Spotter that protects the retain classes (the near ones with anchors, all of them
+with images inverted from the model) and calibrates itself on the forget set, so one default
+setting serves every class (ours, not in the paper).
 
 Data: reads only the original model and the forget set D_f with its labels (no retain data).
 Reference: builds on Ha, Park, Yoon, "Unlearning's Blind Spots" (ICML 2026, arXiv 2506.01318),
 whose objective it keeps (docs/method.md §5):
 
-    L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp(h(x), y) + λ3·PRA_sim(h(x)) + λa·KD(x_a)
+    L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp(h(x), y) + λ3·PRA_sim(h(x)) + λa·(KD(x_a) + KD(x_inv))
 
 where KD is the masked distillation from the original, x' are PGD neighbours toward the runner-up
 class and PRA_sim the simulated prototype attack of our `spotter` extension. What it adds and why
@@ -38,6 +39,14 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    `min_round_steps` steps, the clean forget images are translated by up to `shift` pixels (the
    teacher is asked again on them), and the anchors spend a fixed `anchor_budget`: a small set
    gets anchors toward every retain class, a large one toward the two nearest.
+5. Model-inverted stand-ins for every retain class. Anchors start from forget images, so they
+   guard the near classes only; on the all-class sweep far classes broke unseen (trousers
+   forgotten: sneakers lost half their accuracy). `inverted_per_class` images per retain class are
+   inverted from the original alone (DeepInversion: spotter.functional.inversion), distilled with
+   weight λa beside the anchors, and a held-out fifth joins the check: agreement and proxies.
+6. Rollback. A round that breaks the held-out anchors or inverted images (agreement down more than
+   `agreement_drop`) is undone: the last round that kept them comes back with half the learning
+   rate, so one step too large for a grown λ3 does not cost the rest of the run.
 """
 
 from __future__ import annotations

@@ -46,4 +46,6 @@ def test_the_neighbourhood_build_reports_its_progress(kind, caplog) -> None:
     x, y = torch.randint(0, 255, (10, 1, 4, 4), dtype=torch.uint8), torch.randint(0, 3, (10,))
     with caplog.at_level(logging.INFO, logger="spotter"):
         neighbourhood(model, x, y, kind, 0, batch_size=4)
-    assert any(r.getMessage().startswith(f"{kind} neighbourhood of 10 images: done in") for r in caplog.records)
+    assert any(
+        r.getMessage().startswith(f"{kind} neighbourhood of 10 images: done in") for r in caplog.records
+    )

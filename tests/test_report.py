@@ -134,7 +134,11 @@ def test_per_class_damage_pairs_each_row_with_the_original_of_its_seed() -> None
     from spotter.report.plots import per_class_changes
 
     def row(label: str, seed: int, acc: list[float]) -> dict:
-        return {**_row(label, seed, test_retain_acc=90.0), "seeds": {"train": seed}, "per_class_test_acc": acc}
+        return {
+            **_row(label, seed, test_retain_acc=90.0),
+            "seeds": {"train": seed},
+            "per_class_test_acc": acc,
+        }
 
     rows = [
         row("original", 0, [90.0, 80.0, 70.0]),

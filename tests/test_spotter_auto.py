@@ -78,7 +78,9 @@ def test_anchor_term_distils_the_anchors_of_the_batch_images_only():
     assert not torch.allclose(got, other, atol=1e-3)
 
 
-def _scripted(monkeypatch, attacks: list[float], agreements: list[float], inverted: list[float] | None = None):  # noqa: ANN202
+def _scripted(
+    monkeypatch, attacks: list[float], agreements: list[float], inverted: list[float] | None = None
+):  # noqa: ANN202
     """Script the held-out check: the attack per round, the anchor and the inverted-image agreement."""
     attacks_it, anchor_it = iter(attacks), iter(agreements)
     inverted_it = iter(inverted or [100.0] * len(agreements))
@@ -176,10 +178,14 @@ def test_batch_terms_shift_and_neighbour_features():
     material = targets(model, forget, SpotterConfig(), cpu)
     idx, g = torch.arange(8), torch.Generator().manual_seed(0)
     plain = auto.Config(shift=0, attack_neighbours=False)
-    kd_clean, kd_nb, disp, feats, y, src = auto._batch_terms(model, model, forget.x, material, idx, (0,), plain, cpu, g)
+    kd_clean, kd_nb, disp, feats, y, src = auto._batch_terms(
+        model, model, forget.x, material, idx, (0,), plain, cpu, g
+    )
     x = to_float(forget.x[src])
     assert torch.allclose(kd_clean, masked_kd(model(x), material[3][src], (0,), plain.temperature), atol=1e-5)
-    assert torch.allclose(kd_nb, masked_kd(model(material[0][idx]), material[4][idx], (0,), plain.temperature), atol=1e-5)
+    assert torch.allclose(
+        kd_nb, masked_kd(model(material[0][idx]), material[4][idx], (0,), plain.temperature), atol=1e-5
+    )
     assert feats.shape[0] == 8 and torch.allclose(disp, dispersion(feats, y))
     both = auto.Config(shift=0, attack_neighbours=True)
     _, _, disp2, feats2, y2, _ = auto._batch_terms(model, model, forget.x, material, idx, (0,), both, cpu, g)
@@ -187,12 +193,16 @@ def test_batch_terms_shift_and_neighbour_features():
     assert torch.allclose(feats2[:8], feats, atol=1e-5)  # the clean features first, then the neighbours'
     shifted = auto.Config(shift=2, attack_neighbours=False)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    kd_s, _, _, feats_s, _, _ = auto._batch_terms(model, model, forget.x, material, idx, (0,), shifted, cpu, g1)
+    kd_s, _, _, feats_s, _, _ = auto._batch_terms(
+        model, model, forget.x, material, idx, (0,), shifted, cpu, g1
+    )
     xs = augment(x, 2, False, g2)  # the same draw
     assert not torch.allclose(xs, x) and torch.allclose(feats_s, model.features(xs), atol=1e-5)
     # the teacher is asked again on the translated images, not reused from the untranslated ones
     assert torch.allclose(kd_s, masked_kd(model(xs), model(xs), (0,), shifted.temperature), atol=1e-5)
-    assert not torch.allclose(kd_s, masked_kd(model(xs), material[3][src], (0,), shifted.temperature), atol=1e-3)
+    assert not torch.allclose(
+        kd_s, masked_kd(model(xs), material[3][src], (0,), shifted.temperature), atol=1e-3
+    )
 
 
 def test_cover_anchors_head_toward_every_retain_class_from_a_budgeted_subset():

@@ -86,8 +86,9 @@ def _scripted(
     inverted_it = iter(inverted or [100.0] * len(agreements))
     seen = {"proxies": [], "labels": [], "calls": 0}
 
-    def fake_attack(student, shots, held, classes, counts, g, device, proxy_x, proxy_y, draws):  # noqa: ANN001
+    def fake_attack(student, shots, held, classes, counts, g, device, proxy_x, proxy_y, draws, share):  # noqa: ANN001
         seen["proxies"].append(proxy_y)
+        seen.setdefault("shares", []).append(share)
         return next(attacks_it)
 
     def fake_agreement(student, x, labels, device):  # noqa: ANN001
@@ -116,6 +117,7 @@ def test_dual_steps_and_retain_proxies(monkeypatch):
     # model-inverted images are (labelled by the masked original)
     for proxy_y in seen["proxies"]:
         assert proxy_y is not None and len(proxy_y) and not (proxy_y == 0).any()
+    assert seen["shares"] == [5 / 6] * 3  # the retain classes' share of a balanced test set
     for labels in seen["labels"]:  # the student is held to the masked original's label
         assert len(labels) and not (labels == 0).any()
 
@@ -215,3 +217,34 @@ def test_cover_anchors_head_toward_every_retain_class_from_a_budgeted_subset():
     assert anchors.shape[0] == 50 and radius == 0.3  # 50 // 5 retain classes = 10 images, 5 anchors each
     # at a large radius the original calls most anchors their target: several retain classes appear
     assert len(set(labels.argmax(1).tolist()) - {0}) >= 3
+
+
+def test_proxy_share_weighs_the_proxies_as_a_balanced_test_set_would(monkeypatch):
+    """The attacker's α rule: each image counts once, or the proxies carry `proxy_share` of the
+    score whatever their number. Scripted: the attack wins every query from α = 0.9 on, where it
+    also steals 20% of the 10 proxies."""
+
+    def fake_head(weight, bias, rows, row_biases, classes, alpha, cosine):  # noqa: ANN001
+        return torch.tensor(alpha), None
+
+    def fake_logits(head, feats, w, b):  # noqa: ANN001
+        strong = float(w) >= 0.9
+        out = torch.zeros(len(feats), 3)
+        is_query = feats[:, 0] == 0
+        stolen = torch.arange(len(feats)) % 5 == 0  # 20% of the proxies
+        label = torch.where(
+            is_query, torch.full_like(stolen, 2, dtype=torch.long), torch.ones_like(stolen, dtype=torch.long)
+        )
+        if strong:
+            label = torch.where(is_query | stolen, torch.zeros_like(label), label)
+        out[torch.arange(len(feats)), label] = 1.0
+        return out
+
+    monkeypatch.setattr(auto, "attacked_head", fake_head)
+    monkeypatch.setattr(auto, "head_logits", fake_logits)
+    query, proxies = torch.zeros(10, 1), torch.ones(10, 1)
+    proxy_y = torch.ones(10, dtype=torch.long)
+    args = (None, None, None, None, None, 0, False, query, proxies, proxy_y)
+    assert auto._win_at_best_alpha(*args) == 100.0  # counts: (10 + 8) / 20 at α 0.9 beats 10 / 20
+    assert auto._win_at_best_alpha(*args, 0.9) == 0.0  # share 0.9: 0.1 + 0.72 < 0.9, the timid α
+    assert auto._win_at_best_alpha(*args, 0.5) == 100.0  # share 0.5: 0.5 + 0.4 > 0.5

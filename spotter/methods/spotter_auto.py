@@ -76,6 +76,7 @@ log = logging.getLogger("spotter")
 NEEDS = ("forget",)
 
 ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # the attacker's α grid of the held-out check
+PROXY_SOURCES = ("inverted", "anchors")
 
 
 @dataclass
@@ -105,7 +106,8 @@ class Config:
     shift: int = 2  # random translation (pixels) of the forget images: the attack terms generalise
     attack_neighbours: bool = False  # dispersion and simulated attack on neighbours' features too
     anchor_cover: bool = False  # training anchors toward every retain class, from a subset of images
-    check_proxies: bool = True  # the check's attacker picks α against anchor proxies; False: worst α
+    check_proxies: bool = True  # the check's attacker picks α against retain proxies; False: worst α
+    proxy_source: str = "inverted"  # the proxies: held-out inverted images ("inverted") or anchors
     anchor_radii: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3)  # candidates, pixels (L∞)
     anchor_hit: float = 0.8  # share of anchors the original must assign to their target class
     anchor_steps: int = 5
@@ -143,6 +145,10 @@ class Config:
             )
         if self.min_epochs < 0 or self.max_epochs < self.min_epochs or self.batch_size < 1:
             raise ValueError("need 0 <= min_epochs <= max_epochs and batch_size >= 1")
+        if self.proxy_source not in PROXY_SOURCES:
+            raise ValueError(
+                f"unknown proxy_source {self.proxy_source!r}; valid choices: {', '.join(PROXY_SOURCES)}"
+            )
         if min(self.check_shots, default=0) < 1 or self.check_draws < 1:
             raise ValueError(
                 f"check_shots and check_draws must be positive, got {self.check_shots}, {self.check_draws}"
@@ -227,12 +233,15 @@ def strongest_attack(
     proxy_x: torch.Tensor | None = None,
     proxy_y: torch.Tensor | None = None,
     draws: int = 1,
+    proxy_share: float | None = None,
 ) -> float:
     """% of held-out forget images the strongest prototype attack wins back: the maximum over rows
     (cosine, l2, scaled) and K in `shot_counts` (seeded draws from `shots`), each at the attacker's
     α. The attacker picks the α with the highest accuracy over the held-out forget images and the
     retain proxies (`proxy_x` labelled `proxy_y`: the anchors, labelled by the original), the rule
-    PRA's evaluation uses with real retain images; without proxies, the worst α. Each (row, K) is
+    PRA's evaluation uses with real retain images; without proxies, the worst α. With
+    `proxy_share` the proxies carry that share of the score whatever their number (the retain
+    classes' share of a class-balanced test set), else each image counts once. Each (row, K) is
     the mean over `draws` shot draws, which damps the luck of one draw."""
     head = student.head
     f_held = predict(student, held.x, device=device, features=True)
@@ -251,7 +260,7 @@ def strongest_attack(
                 for v, variant in enumerate(variants):
                     rows, row_biases = prototype_rows(f_pick, shots.y[pick], (c,), variant, head)
                     wins[v] += _win_at_best_alpha(head, weight, bias, rows, row_biases, c, cosine, query,
-                                                  f_proxy, proxy_y) / draws  # fmt: skip
+                                                  f_proxy, proxy_y, proxy_share) / draws  # fmt: skip
             worst = max(worst, float(wins.max()))
     return worst
 
@@ -259,7 +268,7 @@ def strongest_attack(
 def _win_at_best_alpha(
     head: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None, rows: torch.Tensor,
     row_biases: torch.Tensor | None, c: int, cosine: bool, query: torch.Tensor,
-    f_proxy: torch.Tensor | None, proxy_y: torch.Tensor | None,
+    f_proxy: torch.Tensor | None, proxy_y: torch.Tensor | None, proxy_share: float | None = None,
 ) -> float:  # fmt: skip
     """% of `query` the attacked head calls c, at the α the attacker picks (see strongest_attack)."""
     best_score, win_at_best = -1.0, 0.0
@@ -268,8 +277,11 @@ def _win_at_best_alpha(
         win = (head_logits(head, query, w, b).argmax(1) == c).float()
         score = float(win.mean())
         if f_proxy is not None and len(f_proxy):
-            hits = float(win.sum()) + float((head_logits(head, f_proxy, w, b).argmax(1) == proxy_y).sum())
-            score = hits / (len(win) + len(f_proxy))
+            kept = (head_logits(head, f_proxy, w, b).argmax(1) == proxy_y).float()
+            if proxy_share is None:
+                score = (float(win.sum()) + float(kept.sum())) / (len(win) + len(f_proxy))
+            else:
+                score = (1 - proxy_share) * score + proxy_share * float(kept.mean())
         if score > best_score:
             best_score, win_at_best = score, float(win.mean()) * 100
     return win_at_best
@@ -309,11 +321,15 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     # the held-out anchors the original still calls a forget class are forget-like, not retain proxies
     held_labels = retain_argmax(t_held_anchor, classes)
     is_proxy = ~torch.isin(t_held_anchor.argmax(1), torch.tensor(classes))
-    use_proxies = cfg.check_proxies and bool(is_proxy.any())
-    proxy_x, proxy_y = (x_held_anchor[is_proxy], held_labels[is_proxy]) if use_proxies else (None, None)
-    if cfg.check_proxies and len(x_held_inv):  # model-inverted stand-ins for every retain class
-        proxy_x = x_held_inv if proxy_x is None else torch.cat([proxy_x, x_held_inv])
-        proxy_y = held_inv_labels if proxy_y is None else torch.cat([proxy_y, held_inv_labels])
+    # the check's retain proxies: model-inverted images stand for the retain classes as a test set
+    # would (anchors, forget-like by construction, are stolen by a prototype far more than real
+    # retain images: an attacker scored on them picks a timid α); anchors without inverted images
+    proxy_x, proxy_y, proxy_share = None, None, None
+    if cfg.check_proxies and cfg.proxy_source == "inverted" and len(x_held_inv):
+        proxy_x, proxy_y = x_held_inv, held_inv_labels
+        proxy_share = 1 - len(classes) / t_held.shape[1]
+    elif cfg.check_proxies and bool(is_proxy.any()):
+        proxy_x, proxy_y = x_held_anchor[is_proxy], held_labels[is_proxy]
     lambda3, anchor_weight, history = cfg.lambda3, cfg.anchor_weight, []
     best: tuple[float, dict] | None = None  # (attack, weights) of the best epoch that kept the anchors
     floor = inv_floor = 100.0
@@ -356,7 +372,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
         g_check = torch.Generator().manual_seed(cfg.seed + 104729)  # the same shots every epoch
         attack = strongest_attack(
             student, train, held, classes, cfg.check_shots, g_check, device,
-            proxy_x, proxy_y, cfg.check_draws,
+            proxy_x, proxy_y, cfg.check_draws, proxy_share,
         )  # fmt: skip
         agreement = _agreement(student, x_held_anchor, held_labels, device)
         inv_agreement = _agreement(student, x_held_inv, held_inv_labels, device)

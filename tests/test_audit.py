@@ -294,10 +294,21 @@ def test_few_shot_retain_images_spread_over_classes():
 
 
 def test_audit_config_overrides_reach_nested_configs():
-    cfg = audit_config(["relearn.cap=7", "finetune.steps=3,1", "eval.eps=0.05", "ou_eps=0.01,0.02"])
+    cfg = audit_config(
+        [
+            "relearn.cap=7",
+            "finetune.steps=3,1",
+            "eval.eps=0.05",
+            "ou_eps=0.01,0.02",
+            "relearn_grid.budgets=5,2",
+        ]
+    )
     assert cfg.relearn.cap == 7 and cfg.finetune.steps == (1, 3) and cfg.eval.eps == 0.05
+    assert cfg.relearn_grid.budgets == (2, 5) and cfg.relearn_grid.shots == (5, 20)
     assert cfg.ou_eps == (0.01, 0.02) and cfg.pra_shots == AuditConfig().pra_shots
     with pytest.raises(ValueError, match="valid keys"):
         audit_config(["relearn.nope=1"])
+    with pytest.raises(ValueError, match="'momentum'"):
+        audit_config(["relearn_grid.optimisers=sgd,momentum"])
     with pytest.raises(ValueError, match="unknown audit check"):
         audit_config(["checks=pra,magic"])

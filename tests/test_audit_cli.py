@@ -34,6 +34,15 @@ QUICK = [
     "ou_eps=0.01,0.05",
     "pra_shots=1,5",
     "probe_samples=60",
+    # the relearning grid at a fraction of its size: two attackers, two lrs, the verdict's budgets
+    "relearn_grid.shots=5",
+    "relearn_grid.data=mixed",
+    "relearn_grid.optimisers=adam",
+    "relearn_grid.scopes=whole,head_reinit",
+    "relearn_grid.bn=eval",
+    "relearn_grid.budgets=100,400",
+    "relearn_grid.checkpoints=10",
+    "relearn_grid.adam_lrs=0.0001,0.001",
 ]
 
 
@@ -153,7 +162,7 @@ def test_spotter_audit_end_to_end(reference, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "MIA efficacy" in printed and "report in" in printed
-    plots = ("ou_eps.png", "pra_alpha.png", "pra_shots.png", "finetune.png")
+    plots = ("ou_eps.png", "pra_alpha.png", "pra_shots.png", "finetune.png", "relearn_grid.png")
     for name in ("audit.md", "audit.json", "audit.html", *plots):
         assert (out / name).stat().st_size > 0, name
     result = json.loads((out / "audit.json").read_text())
@@ -161,11 +170,13 @@ def test_spotter_audit_end_to_end(reference, tmp_path, capsys):
     rows = {r["key"]: r for r in result["summary"]}
     assert rows["test_forget_acc"]["unlearned"] == 0.0
     assert rows["relearn_draws"]["original"] == 0
+    assert rows["relearn_gap_100"]["retrained"] == 0.0 and rows["relearn_gap_400"]["unlearned"] is not None
     efficacy, rate = rows["mia_efficacy"], rows["mia_member_rate"]
     assert all(efficacy[m] + rate[m] == pytest.approx(100) for m in result["models"])
     text = (out / "audit.md").read_text()
     assert "`better` says which direction is good" in text
     assert "![pra_alpha](pra_alpha.png)" in text
+    assert "## Relearning grid" in text and "| K=5 mixed adam head_reinit bn-eval |" in text
 
 
 def _suppressed(model):

@@ -14,6 +14,8 @@ from spotter.audit import plots as audit_plots
 from spotter.audit.report import (
     ATTACK_TOL,
     CHECKS,
+    GAP_100_TOL,
+    GAP_400_TOL,
     MIA_TOL,
     NEEDS_RETRAINED,
     SAFE,
@@ -23,13 +25,42 @@ from spotter.audit.report import (
     verdict,
     write_report,
 )
+from spotter.evaluation.relearn_grid import relearning_gap
 
 CHROMIUM = Path("/usr/bin/chromium")
 # what a reader of a forwarded report does not have
 FOREIGN = ("method.md", "baselines.md", "§", "docs/", "README", "audit.json (")
 
 
-def _model(forget: float, pra: float, ou: float, mia: float, probe: float, draws: int) -> dict:
+def _grid(relearned: float) -> dict:
+    """A relearning grid of two attackers (SGD, Adam) whose forget accuracy climbs to `relearned` at 400
+    steps (half of it at 100), shaped as `spotter.evaluation.relearn_grid.relearn_grid` returns it."""
+    attackers = [
+        {
+            "name": f"K=5 mixed {opt} whole bn-eval",
+            "shots": 5,
+            "data": "mixed",
+            "optimiser": opt,
+            "scope": "whole",
+            "bn": "eval",
+            "lrs": [0.001, 0.01],
+            "test_forget_acc": [0.0, relearned / 2, relearned],
+            "test_retain_acc": [88.0, 87.0, 86.0],
+            "lr": [0.0, 0.01, 0.01],
+            "relearn_steps": 400 if relearned >= 50 else 401,
+            "relearned": relearned >= 50,
+            "seconds": 1.0,
+        }
+        for opt in ("sgd", "adam")
+    ]
+    return {"steps": [0, 100, 400], "budgets": [100, 400], "target": 50.0, "cap": 400, "not_reached": 401,
+            "test_forget_images": 1000, "test_retain_images": 2000, "attackers": attackers, "notes": [],
+            "seconds": 2.0}  # fmt: skip
+
+
+def _model(
+    forget: float, pra: float, ou: float, mia: float, probe: float, draws: int, relearned: float
+) -> dict:
     """One model's audit result with every check, shaped as `spotter.audit.run.audit` returns it."""
     return {
         "eval": {
@@ -51,6 +82,7 @@ def _model(forget: float, pra: float, ou: float, mia: float, probe: float, draws
         },
         "finetune": {"steps": [0, 10], "test_forget_acc": [forget, pra], "test_retain_acc": [88.0, 87.0],
                      "lr": [0.0, 0.01]},
+        "relearn_grid": _grid(relearned),
         "relearn_time": {"draws": draws, "reached": True, "losses": [3.0, 2.0, 1.0][: draws + 1],
                          "target_loss": 1.0},
         "probe": {"auroc": probe},
@@ -59,14 +91,20 @@ def _model(forget: float, pra: float, ou: float, mia: float, probe: float, draws
     }  # fmt: skip
 
 
-def fake_result(retrained: bool = True, unlearned_pra: float = 12.0) -> dict:
+def fake_result(
+    retrained: bool = True, unlearned_pra: float = 12.0, unlearned_relearned: float = 44.0
+) -> dict:
     models = {
-        "original": _model(forget=95.0, pra=97.0, ou=0.30, mia=2.0, probe=0.99, draws=0),
-        "retrained": _model(forget=0.0, pra=10.0, ou=0.02, mia=30.0, probe=0.70, draws=2),
-        "unlearned": _model(forget=0.5, pra=unlearned_pra, ou=0.021, mia=28.0, probe=0.72, draws=2),
-    }
+        "original": _model(forget=95.0, pra=97.0, ou=0.30, mia=2.0, probe=0.99, draws=0, relearned=100.0),
+        "retrained": _model(forget=0.0, pra=10.0, ou=0.02, mia=30.0, probe=0.70, draws=2, relearned=40.0),
+        "unlearned": _model(forget=0.5, pra=unlearned_pra, ou=0.021, mia=28.0, probe=0.72, draws=2,
+                            relearned=unlearned_relearned),
+    }  # fmt: skip
     if not retrained:
         del models["retrained"]
+    else:  # as `audit` adds it: every model's grid against the retrained model's
+        for m in models.values():
+            m["relearn_gap"] = relearning_gap(m["relearn_grid"], models["retrained"]["relearn_grid"])
     return {
         "forget_classes": [0],
         "num_classes": 3,
@@ -93,6 +131,8 @@ def test_verdict_has_a_row_per_attack_and_pra_is_the_strongest_row():
         "ou_pgd",
         "mia_efficacy",
         "finetune_forget_acc",
+        "relearn_gap_100",
+        "relearn_gap_400",
         "probe_auroc",
     ):
         assert key in rows
@@ -105,6 +145,23 @@ def test_pra_far_above_retrained_is_weaker_and_within_tolerance_is_as_safe():
     just_inside = 10.0 + ATTACK_TOL.value - 0.1
     assert _rows(fake_result(unlearned_pra=just_inside))["pra_strongest"]["verdict"] == SAFE
     assert _rows(fake_result(unlearned_pra=0.0))["pra_strongest"]["verdict"] == SAFE  # below is safe too
+
+
+def test_relearning_gap_is_judged_against_its_bars():
+    """Retrained relearns to 20% at 100 steps and 40% at 400: the gap may reach 10 and 20 points."""
+    assert (GAP_100_TOL.value, GAP_400_TOL.value) == (10.0, 20.0)
+    rows = _rows(fake_result(unlearned_relearned=58.0))  # gaps 9 and 18
+    assert rows["relearn_gap_100"]["unlearned"] == 9.0 and rows["relearn_gap_400"]["unlearned"] == 18.0
+    assert rows["relearn_gap_100"]["retrained"] == 0.0 and rows["relearn_gap_400"]["original"] == 60.0
+    assert rows["relearn_gap_100"]["verdict"] == SAFE and rows["relearn_gap_400"]["verdict"] == SAFE
+    rows = _rows(fake_result(unlearned_relearned=70.0))  # gaps 15 and 30
+    assert rows["relearn_gap_100"]["verdict"] == WEAKER and rows["relearn_gap_400"]["verdict"] == WEAKER
+    result = fake_result()
+    for m in result["models"]:
+        result["results"][m]["relearn_gap"]["budgets"] = [25, 100]  # a grid without a 400-step budget
+    assert _rows(result)["relearn_gap_400"]["verdict"].startswith(
+        "not measured: the relearning grid has no 400"
+    )
 
 
 def test_mia_is_judged_on_both_sides_of_the_retrained_model():
@@ -134,6 +191,7 @@ def test_without_retrained_the_report_cannot_certify():
     rows = _rows(result)
     assert rows["forget_acc"]["verdict"] == UNCERTIFIED  # 0.5 against the original's 95
     assert rows["mia_efficacy"]["verdict"] == NEEDS_RETRAINED
+    assert rows["relearn_gap_100"]["verdict"] == NEEDS_RETRAINED  # a gap needs the retrained grid
     assert not any(r["verdict"] == SAFE for r in rows.values())
     text = markdown(result, [])
     assert "cannot certify that the unlearned model is as safe as retrained" in text

@@ -19,6 +19,7 @@ from spotter.evaluation.relearn import (
     forget_probe_set,
     loss_on,
 )
+from spotter.evaluation.relearn_grid import RelearnGridConfig
 from spotter.functional.metrics import per_class_accuracy
 from spotter.functional.perturb import KINDS, neighbourhood
 from spotter.training.inference import predict
@@ -26,7 +27,7 @@ from spotter.training.inference import predict
 log = logging.getLogger("spotter")
 
 
-CHECKS = ("near", "ou_sweep", "pra", "finetune", "relearn_time", "probe", "mia")
+CHECKS = ("near", "ou_sweep", "pra", "finetune", "relearn_grid", "relearn_time", "probe", "mia")
 
 
 @dataclass
@@ -43,6 +44,8 @@ class AuditConfig:
     pra_curve_shots: int = 5  # the K whose α curve is drawn (docs/method.md §4 default)
     pra_seed: int = 0
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    # the relearning grid: many few-shot attackers, judged by their gap to the retrained model
+    relearn_grid: RelearnGridConfig = field(default_factory=RelearnGridConfig)
     relearn: RelearnTimeConfig = field(default_factory=RelearnTimeConfig)
     probe_samples: int = 400  # train samples for the probe, half forget and half retain
     mia_limit: int = 0  # cap on D_f samples the MIAs score (seeded subset; 0 = all)
@@ -62,10 +65,10 @@ class AuditConfig:
 
 
 def audit_config(overrides: dict[str, str] | list[str] | None = None) -> AuditConfig:
-    """AuditConfig from key=value overrides; `eval.`, `finetune.` and `relearn.` keys reach the
-    nested configs (e.g. relearn.cap=10 finetune.steps=5,10 eval.eps=0.05)."""
+    """AuditConfig from key=value overrides; `eval.`, `finetune.`, `relearn_grid.` and `relearn.` keys
+    reach the nested configs (e.g. relearn.cap=10 finetune.steps=5,10 relearn_grid.shots=5 eval.eps=0.05)."""
     items = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
-    nested: dict[str, dict[str, str]] = {"eval": {}, "finetune": {}, "relearn": {}}
+    nested: dict[str, dict[str, str]] = {"eval": {}, "finetune": {}, "relearn_grid": {}, "relearn": {}}
     top = {}
     for key, value in items.items():
         prefix, dot, rest = key.partition(".")

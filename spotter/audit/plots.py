@@ -95,6 +95,44 @@ def _finetune(plt: Any, result: dict, path: Path) -> bool:
     return _save(plt, fig, path)
 
 
+OPTIMISER_TITLES = {"sgd": "SGD (momentum 0.9)", "adam": "Adam"}
+
+
+def _strongest(grid: dict, optimiser: str) -> list[float]:
+    """Per recorded step (after 0), the highest forget test accuracy of any attacker using `optimiser`
+    (NaN where every one of them diverged)."""
+    rows = [a["test_forget_acc"] for a in grid["attackers"] if a["optimiser"] == optimiser]
+    out = []
+    for i in range(1, len(grid["steps"])):
+        values = [r[i] for r in rows if r[i] == r[i]]
+        out.append(max(values) if values else float("nan"))
+    return out
+
+
+def _relearn_grid(plt: Any, result: dict, path: Path) -> bool:
+    grids = _parts(result, "relearn_grid")
+    if not grids:
+        return False
+    first = next(iter(grids.values()))
+    optimisers = list(dict.fromkeys(a["optimiser"] for g in grids.values() for a in g["attackers"]))
+    if not optimisers or len(first["steps"]) < 2:
+        return False
+    fig, axes = plt.subplots(
+        1, len(optimisers), figsize=(5 * len(optimisers), 3.8), sharey=True, squeeze=False
+    )
+    for ax, opt in zip(axes[0], optimisers, strict=True):
+        for m, g in grids.items():
+            _line(ax, m, g["steps"][1:], _strongest(g, opt))  # log x: step 0 is left out
+        ax.axhline(first["target"], color="k", linewidth=0.8, label=f"target {first['target']:g}%")
+        ax.set(title=f"{OPTIMISER_TITLES.get(opt, opt)}: strongest attacker", xlabel="fine-tuning steps",
+               xscale="log", ylim=(-3, 103))  # fmt: skip
+        ax.set_xticks(first["steps"][1:], [str(s) for s in first["steps"][1:]])  # the recorded steps
+        ax.minorticks_off()
+    axes[0][0].set_ylabel("forget test accuracy %")
+    axes[0][0].legend()
+    return _save(plt, fig, path)
+
+
 def _relearn(plt: Any, result: dict, path: Path) -> bool:
     rt = _parts(result, "relearn_time")
     if not rt:
@@ -122,6 +160,11 @@ CAPTIONS = {
     "finetune.png": "Few-shot fine-tuning: forget (left) and retain (right) test accuracy after each budget "
     "of SGD steps on K forget images plus as many retain images. A low forget accuracy that stays low is "
     "better.",
+    "relearn_grid.png": "Relearning grid: forget test accuracy against fine-tuning steps (log scale), one "
+    "panel per optimiser. At each step the curve shows the strongest attacker for that optimiser: the "
+    "highest forget accuracy among all its attackers (shots, data, trained layers, BatchNorm mode), each at "
+    "its best learning rate. The retrained model shows how fast a model that never learned the class picks "
+    "it up from the same images; an unlearned curve well above it means the class comes back.",
     "relearn_time.png": "Relearn time: the loss on the forget training images after each draw of SGD "
     "fine-tuning; the black line is the original's loss, which relearning has to reach. Later is better.",
 }
@@ -131,6 +174,7 @@ PLOTS = {
     "pra_alpha.png": _pra_alpha,
     "pra_shots.png": _pra_shots,
     "finetune.png": _finetune,
+    "relearn_grid.png": _relearn_grid,
     "relearn_time.png": _relearn,
 }
 

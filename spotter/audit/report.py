@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from spotter.audit.sections import detail_sections, get
-from spotter.functional.measures import HIGHER, LOWER, REFERENCE, measure
+from spotter.functional.measures import HIGHER, LOWER, REFERENCE, Measure, measure
 from spotter.io import atomic_write, write_json
 from spotter.report.markdown import table_lines
 
@@ -46,6 +46,41 @@ def _strongest_pra(res: dict) -> float | None:
     return max(values) if values else None
 
 
+def _worst_gap(budget: int) -> Callable[[dict], Any]:
+    """The relearning grid's worst gap (largest over attackers) at `budget` steps; None when the gap
+    was not computed (no retrained model) or `budget` is not among the grid's budgets."""
+
+    def value(res: dict) -> Any:
+        gap = res.get("relearn_gap") or {}
+        budgets = gap.get("budgets") or []
+        return gap["worst"][budgets.index(budget)] if budget in budgets else None
+
+    return value
+
+
+# Measures only the audit reports: the relearning grid's, read against the retrained model's grid.
+# They stand in this module's lookups beside the shared registry (`_measure`).
+AUDIT_MEASURES = {
+    m.key: m
+    for m in (
+        Measure("relearn_gap_100", "relearning gap, 100 steps", LOWER, 2, "pts",
+                "the largest, over the relearning grid's attackers, of forget test accuracy after 100 "
+                "fine-tuning steps minus the retrained model's under the same attacker (0 = as hard to "
+                "relearn as never having learned; the retrained model's own gap is 0)"),
+        Measure("relearn_gap_400", "relearning gap, 400 steps", LOWER, 2, "pts",
+                "the same after 400 fine-tuning steps"),
+        Measure("relearn_time_ratio", "relearn-time ratio", HIGHER, 2, "",
+                "steps until an attacker of the relearning grid reaches the target forget accuracy, "
+                "divided by the retrained model's steps under the same attacker; the smallest over "
+                "attackers (≥ 1 = at least as hard to relearn as retraining)"),
+    )
+}  # fmt: skip
+
+
+def _measure(key: str) -> Measure:
+    return AUDIT_MEASURES[key] if key in AUDIT_MEASURES else measure(key)
+
+
 # (registered measure, where it lives in one model's audit result)
 ROWS: list[tuple[str, Callable[[dict], Any]]] = [
     ("test_forget_acc", get("eval", "test_forget_acc")),
@@ -65,6 +100,9 @@ ROWS: list[tuple[str, Callable[[dict], Any]]] = [
     ("pra_strongest", _strongest_pra),
     ("dispersion", get("eval", "dispersion")),
     ("finetune_forget_acc", get("finetune", "test_forget_acc", -1)),
+    ("relearn_gap_100", _worst_gap(100)),
+    ("relearn_gap_400", _worst_gap(400)),
+    ("relearn_time_ratio", get("relearn_gap", "time_ratio")),
     ("relearn_draws", get("relearn_time", "draws")),
     ("probe_auroc", get("probe", "auroc")),
     ("mia_efficacy", get("mia", "mia_efficacy")),
@@ -99,7 +137,7 @@ def summary(result: dict) -> list[dict[str, Any]]:
         values = {m: getter(result["results"][m]) for m in result["models"]}
         if all(v is None for v in values.values()):
             continue
-        ms = measure(key)
+        ms = _measure(key)
         better = "-" if key == "pra_alpha" else BETTER[ms.direction]
         rows.append(
             {
@@ -118,7 +156,7 @@ def summary_table(result: dict) -> str:
     """The summary as a Markdown table without the explanations (for a terminal)."""
     models = result["models"]
     rows = [
-        [r["measure"], *(measure(r["key"]).fmt(r[m]) for m in models), r["better"]] for r in summary(result)
+        [r["measure"], *(_measure(r["key"]).fmt(r[m]) for m in models), r["better"]] for r in summary(result)
     ]
     return "\n".join(table_lines(["measure", *models, "better"], rows))
 
@@ -158,6 +196,20 @@ MIA_TOL = Tolerance(
 AUROC_TOL = Tolerance(
     0.05, False, "an AUROC from a few hundred images moves by a few hundredths between samples"
 )
+GAP_100_TOL = Tolerance(
+    10.0,
+    False,
+    "the relearning grid keeps the worst of dozens of attackers, each fine-tuning on a handful of "
+    "images, so two models that forgot equally well still differ by a few points; a gap above 10 "
+    "points after 100 steps means the class comes back faster than a model that never learned it "
+    "picks it up",
+)
+GAP_400_TOL = Tolerance(
+    20.0,
+    False,
+    "after 400 steps any model has had time to learn the class from the shots, so the accuracies "
+    "spread more; a gap above 20 points still means the class was not truly gone",
+)
 RELEARN_TOL = Tolerance(
     0.5,
     True,
@@ -182,9 +234,12 @@ class Check:
     value: Callable[[dict], Any]
     safe: str  # "lower", "higher" or "match" (as close to the retrained model as the tolerance)
     tol: Tolerance
+    # measured against the retrained model itself (a gap): nothing to judge without one
+    needs_retrained: bool = False
+    no_value: str = ""  # why a model that ran the check can have no value (default: a generic line)
 
     def tolerance_text(self) -> str:
-        t, unit = self.tol, " pts" if measure(self.key).unit == "%" else ""
+        t, unit = self.tol, " pts" if _measure(self.key).unit in ("%", "pts") else ""
         if self.safe == "match":
             return f"within ± {t.value:g}{unit} of retrained"
         if t.relative:
@@ -224,6 +279,13 @@ CHECKS: list[Check] = [
     Check("Few-shot fine-tuning: forget test accuracy after relearning (largest step budget)",
           "few-shot fine-tuning", "finetune_forget_acc", "finetune", get("finetune", "test_forget_acc", -1),
           "lower", ATTACK_TOL),
+    Check("Relearning grid: worst gap over every attacker (forget test accuracy minus the retrained "
+          "model's under the same attacker) after 100 fine-tuning steps", "relearning gap (100 steps)",
+          "relearn_gap_100", "relearn_grid", _worst_gap(100), "lower", GAP_100_TOL, needs_retrained=True,
+          no_value="the relearning grid has no 100-step budget (setting `relearn_grid.budgets`)"),
+    Check("Relearning grid: the same after 400 fine-tuning steps", "relearning gap (400 steps)",
+          "relearn_gap_400", "relearn_grid", _worst_gap(400), "lower", GAP_400_TOL, needs_retrained=True,
+          no_value="the relearning grid has no 400-step budget (setting `relearn_grid.budgets`)"),
     Check("Relearn time: SGD draws until the forget loss is back to the original's", "relearn time",
           "relearn_draws", "relearn_time", get("relearn_time", "draws"), "higher", RELEARN_TOL),
     Check("Linear probe on frozen features: AUROC of forget vs retain", "linear probe", "probe_auroc",
@@ -246,13 +308,15 @@ def _missing(result: dict, check: Check, model: str) -> str:
     if isinstance(part, dict) and "skipped" in part:
         return str(part["skipped"])
     if check.value(result["results"][model]) is None:
-        return f"the {model} model has no value"
+        return check.no_value or f"the {model} model has no value"
     return f"the {model} model's value is undefined (NaN)"
 
 
 def _judge(result: dict, check: Check) -> tuple[str, str]:
     """(status, verdict text) of one check; status is safe, weaker, uncertified or unmeasured."""
     res, has_retrained = result["results"], "retrained" in result["models"]
+    if check.needs_retrained and not has_retrained and res["unlearned"].get(check.part) is not None:
+        return "uncertified", NEEDS_RETRAINED
     u = _number(check.value(res["unlearned"]))
     if u is None:
         return "unmeasured", f"{NOT_MEASURED}: {_missing(result, check, 'unlearned')}"
@@ -304,7 +368,7 @@ def verdict_lines(result: dict) -> list[str]:
     """The Markdown of the verdict: a headline, the table and the tolerances with their reasons."""
     rows = verdict(result)
     given = set(result["models"])
-    table = [[r["check"], *(measure(r["key"]).fmt(r[m]) if m in given else "not given" for m in MODELS),
+    table = [[r["check"], *(_measure(r["key"]).fmt(r[m]) if m in given else "not given" for m in MODELS),
               r["tolerance"], r["verdict"]] for r in rows]  # fmt: skip
     return [
         "## Verdict",
@@ -333,7 +397,7 @@ def _tolerance_lines() -> list[str]:
             continue
         seen.append(t)
         users = [c for c in CHECKS if c.tol is t]
-        unit = " points" if measure(check.key).unit == "%" else ""
+        unit = " points" if _measure(check.key).unit in ("%", "pts") else ""
         size = f"{t.value:.0%} of the retrained model's value" if t.relative else f"{t.value:g}{unit}"
         lines.append(f"- **{size}** ({', '.join(c.short for c in users)}): {t.why}.")
     return lines
@@ -434,7 +498,7 @@ def markdown(
     lines += table_lines(
         header,
         [
-            [r["measure"], *(measure(r["key"]).fmt(r[m]) for m in models), r["better"], r["meaning"]]
+            [r["measure"], *(_measure(r["key"]).fmt(r[m]) for m in models), r["better"], r["meaning"]]
             for r in summary(result)
         ],
     )

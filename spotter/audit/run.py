@@ -2,8 +2,9 @@
 unlearned side by side, so each number can be read against the two references.
 
 Checks: accuracies and the damage near the forget class; OU@ε (PGD toward/away, Gaussian) and its
-sweep over ε; PRA over α, K and prototype variants; few-shot fine-tuning; relearn time; a linear
-probe on frozen features; membership inference. `audit.report.write_report` renders the result.
+sweep over ε; PRA over α, K and prototype variants; few-shot fine-tuning; the relearning grid (many
+few-shot attackers) and its gap to the retrained model; relearn time; a linear probe on frozen
+features; membership inference. `audit.report.write_report` renders the result.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from spotter.evaluation.relearn import (
     finetune_relearn,
     relearn_time,
 )
+from spotter.evaluation.relearn_grid import relearn_grid, relearning_gap
 from spotter.progress import task
 
 log = logging.getLogger("spotter")
@@ -48,6 +50,7 @@ def _audit_one(sh: Shared, model: nn.Module) -> dict[str, Any]:
         "ou_sweep": lambda: ou_sweep(sh, model),
         "pra": lambda: pra_report(sh, model, feats),
         "finetune": lambda: finetune_relearn(model, s, cfg.finetune, dev),
+        "relearn_grid": lambda: relearn_grid(model, s, cfg.relearn_grid, dev),
         "relearn_time": lambda: relearn_time(
             model, train_set(s), sh.forget_probe, sh.target_loss, cfg.relearn, dev
         ),
@@ -67,6 +70,18 @@ def _audit_one(sh: Shared, model: nn.Module) -> dict[str, Any]:
     return out
 
 
+def _relearning_gaps(results: dict[str, dict[str, Any]]) -> None:
+    """Each model's relearning gap against the retrained model (the retrained model's own is 0 by
+    construction: the reference row of the verdict; the original's shows the scale)."""
+    reference = results.get("retrained", {}).get("relearn_grid")
+    if not isinstance(reference, dict) or "skipped" in reference:
+        return
+    for res in results.values():
+        grid = res.get("relearn_grid")
+        if isinstance(grid, dict) and "skipped" not in grid:
+            res["relearn_gap"] = relearning_gap(grid, reference)
+
+
 def audit(
     original: nn.Module,
     unlearned: nn.Module,
@@ -78,8 +93,10 @@ def audit(
     """Run every check for original, retrained (when given) and unlearned; a JSON-able dict.
 
     result["results"][name] holds, per model: eval (the Evaluator's row), near, ou_sweep, pra,
-    finetune, relearn_time, probe, mia (those in cfg.checks). No model's weights change (attacks
-    work on copies); the models are moved to `device` and put in eval mode.
+    finetune, relearn_grid, relearn_time, probe, mia (those in cfg.checks), and relearn_gap (the
+    model's relearning grid against the retrained model's) when the grid ran and a retrained model
+    was given. No model's weights change (attacks work on copies); the models are moved to `device`
+    and put in eval mode.
     """
     cfg = cfg or AuditConfig()
     if splits.retain is None:
@@ -94,13 +111,15 @@ def audit(
         t1 = time.time()
         results[name] = _audit_one(sh, model)
         log.info("audited %s in %.0fs", name, time.time() - t1)
+    _relearning_gaps(results)
+    grid_notes = [n for r in results.values() for n in (r.get("relearn_grid") or {}).get("notes", [])]
     return {
         "forget_classes": list(splits.forget_classes),
         "num_classes": splits.num_classes,
         "models": list(models),
         "near_classes": sh.near,
         "config": asdict(cfg),
-        "notes": sh.notes,
+        "notes": sh.notes + list(dict.fromkeys(grid_notes)),
         "results": results,
         "seconds": time.time() - t0,
         "device": str(device),

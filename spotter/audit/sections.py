@@ -156,6 +156,89 @@ def _finetune(result: dict) -> list[str]:
     ]
 
 
+def _one(value: Any, sign: str = "") -> str:
+    """A percentage with one decimal ("-" when missing or NaN); sign="+" prints the sign."""
+    ok = isinstance(value, int | float) and not math.isnan(value)
+    return f"{value:{sign}.1f}" if ok else "-"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _steps_cell(n: int, grid: dict) -> str:
+    return f"> {grid['cap']}" if n > grid["cap"] else str(n)
+
+
+def _grid_rows(result: dict, grid: dict, gap: dict | None) -> list[list[str]]:
+    """One row per attacker: per budget unlearned / retrained forget accuracy (gap), relearn steps."""
+    by_name = {row["name"]: row for row in gap["attackers"]} if gap else {}
+    at = [grid["steps"].index(b) for b in grid["budgets"]]
+    rows = []
+    for a in grid["attackers"]:
+        g = by_name.get(a["name"])
+        if g:
+            cells = [
+                f"{_one(u)} / {_one(r)} ({_one(d, '+')})"
+                for u, r, d in zip(g["unlearned"], g["retrained"], g["gap"], strict=True)
+            ]
+            n_u, n_r = g["relearn_steps"]
+            steps = f"{_steps_cell(n_u, grid)} / {_steps_cell(n_r, grid)}"
+            ratio = _ratio(g["time_ratio"])
+        else:
+            cells = [f"{_one(a['test_forget_acc'][i])} / -" for i in at]
+            steps, ratio = f"{_steps_cell(a['relearn_steps'], grid)} / -", "-"
+        rows.append([a["name"], *cells, steps, ratio])
+    return rows
+
+
+def _relearn_grid(result: dict) -> list[str]:
+    grid = _ran(result, "relearn_grid").get("unlearned")
+    if not grid:
+        return []
+    gaps = {m: result["results"][m].get("relearn_gap") for m in result["models"]}
+    gap = gaps.get("unlearned")
+    header = [
+        "attacker",
+        *(f"{b} steps" for b in grid["budgets"]),
+        f"steps to {grid['target']:g}%",
+        "time ratio",
+    ]
+    lines = [
+        "",
+        "## Relearning grid (a gap near 0 or below is best)",
+        "",
+        "Each attacker fine-tunes a copy of the model on K forget images per forget class (`mixed`: plus "
+        "as many retain images; `forget`: those alone), with SGD (momentum 0.9) or Adam, training every "
+        "weight (`whole`), the final linear layer (`head`) or that layer re-initialised (`head_reinit`), "
+        "with BatchNorm statistics frozen (`bn-eval`) or taken from the attack batch (`bn-train`). Per "
+        "step budget it keeps the learning rate whose attacked model has the highest overall test "
+        "accuracy. Cells: unlearned / retrained forget test accuracy (%) and, in brackets, the gap "
+        "(unlearned − retrained, points). A model that never learned the class also picks it up from a "
+        "few images, so the retrained model is the reference, not 0. "
+        f"Steps to {grid['target']:g}%: the first recorded step ({', '.join(map(str, grid['steps']))}; 0 "
+        f"= before any step) where the kept run reaches {grid['target']:g}% forget test accuracy, unlearned / retrained "
+        f"(> {grid['cap']}: not reached); time ratio = unlearned / retrained steps (1 or more = at least "
+        f"as hard to relearn as retraining). Accuracies on {grid['test_forget_images']} forget-class and "
+        f"{grid['test_retain_images']} retain test images (seeded subsets).",
+        "",
+        *table_lines(header, _grid_rows(result, grid, gap)),
+    ]
+    for m in ("unlearned", "original"):
+        g = gaps.get(m)
+        if not g:
+            continue
+        worst = ", ".join(
+            f"{fmt(w, 'pts')} at {b} steps ({name or '-'})"
+            for b, w, name in zip(g["budgets"], g["worst"], g["worst_attacker"], strict=True)
+        )
+        lines += ["", f"Worst gap of the {m} model: {worst}; smallest time ratio {_ratio(g['time_ratio'])} "
+                  f"({g['time_ratio_attacker'] or '-'})."]  # fmt: skip
+    if not gap:
+        lines += ["", "No retrained model was given, so there is no gap: the forget accuracies stand alone."]
+    return lines
+
+
 def _relearn(result: dict) -> list[str]:
     models, rt = result["models"], _ran(result, "relearn_time")
     if not any(rt.values()):
@@ -180,7 +263,7 @@ def _skipped(result: dict) -> list[str]:
     return ["", "## Skipped", "", *items] if items else []
 
 
-SECTIONS = (_per_class, _near, _ou_sweep, _pra, _finetune, _relearn, _skipped)
+SECTIONS = (_per_class, _near, _ou_sweep, _pra, _finetune, _relearn_grid, _relearn, _skipped)
 
 
 def detail_sections(result: dict) -> list[str]:

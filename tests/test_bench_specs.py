@@ -184,8 +184,30 @@ def test_classes_summary_finds_the_worst_class_and_counts_bars(tmp_path: Path) -
     assert verdicts == [True, False, False, True, True, False, True]
     text = summary.summarise(tmp_path)
     assert "1 complete contexts (1 without both reference rows yet)" in text
-    assert "| ours | 1 of 1 | 0 of 1 | 0 of 1 | 1 of 1 | 1 of 1 | 0 of 1 | 1 of 1 | 0 of 1 |" in text
+    assert "| ours | 1 of 1 | 0 of 1 | 0 of 1 | 1 of 1 | 1 of 1 | 0 of 1 | 1 of 1 | 0 of 1 | - |" in text
     assert "2 (-10.00)" in text
+
+
+def _grid(forget_acc: dict[str, list[float]]) -> dict:
+    """A reduced relearning grid's row entry: forget test accuracy per attacker at steps 0, 25, 100."""
+    return {"steps": [0, 25, 100], "budgets": [25, 100], "attackers": [
+        {"name": name, "test_forget_acc": acc, "relearn_steps": 101} for name, acc in forget_acc.items()]}  # fmt: skip
+
+
+def test_classes_summary_reads_the_worst_relearning_gap_against_the_retrained_row(tmp_path: Path) -> None:
+    summary = _summary_module()
+    retrained_grid = _grid({"sgd": [0.0, 5.0, 20.0], "adam": [0.0, 0.0, 30.0]})
+    ours_grid = _grid({"sgd": [0.0, 30.0, 25.0], "adam": [0.0, 2.0, 45.0]})  # gaps: 25 / 5 and 2 / 15
+    rows = [
+        _sweep_row("original", [95.0, 90.0, 92.0, 94.0], forget_acc=99.0, test_forget_acc=95.0),
+        _sweep_row("retrained", [0.0, 90.0, 91.0, 94.0], ou_pgd=0.05, relearn_grid=retrained_grid),
+        _sweep_row("ours", [0.0, 90.0, 91.0, 94.0], relearn_grid=ours_grid),
+    ]
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ours = summary.contexts(summary.read_rows(tmp_path / "results.jsonl"))[(0,), 0]["ours"]
+    assert (ours["relearn_gap_25"], ours["relearn_gap_100"]) == (25.0, 15.0)  # the worst attacker per budget
+    assert summary.RELEARN_BAR[1](ours) is False  # 15 > 10 points at 100 steps
+    assert "0 of 1 |" in summary.summarise(tmp_path).split("| ours |")[1].splitlines()[0]
 
 
 def test_classes_summary_takes_reference_rows_from_another_run(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from spotter.bench.store import FEATURES, file_lock
 from spotter.config import apply_overrides
 from spotter.data import DataConfig, prepare
 from spotter.evaluation.evaluator import EvalConfig
+from spotter.evaluation.relearn_grid import RelearnGridConfig, relearn_grid
 from spotter.io import atomic_write
 from spotter.models import model_spec
 from spotter.training.device import resolve_device
@@ -74,7 +75,8 @@ class Context:
 
 
 def measure(ctx: Context, model: torch.nn.Module) -> dict[str, Any]:
-    """The Evaluator's row plus OU@ε over ε, PRA over K and the MIAs (audit checks)."""
+    """The Evaluator's row plus OU@ε over ε, PRA over K, the reduced relearning grid and the MIAs
+    (audit checks)."""
     sh, s, dev = ctx.shared, ctx.splits, ctx.device
     model = model.to(dev).eval()
     row, feats, logits = sh.evaluator.measure(model)
@@ -85,6 +87,8 @@ def measure(ctx: Context, model: torch.nn.Module) -> dict[str, Any]:
         "shots": pra["shots"],
         **{v: pra["variants"][v]["forget_acc"] for v in pra["variants"]},
     }
+    # the reduced relearning grid (docs/method.md §9): summaries read the gap against the retrained row
+    row["relearn_grid"] = relearn_grid(model, s, RelearnGridConfig.reduced(), dev)
     try:
         row.update(mia_check(sh, model, logits))
     except ImportError as err:  # scikit-learn missing

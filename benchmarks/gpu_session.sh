@@ -52,7 +52,8 @@ OMP_NUM_THREADS=$classes_workers timeout -s INT -k 20 "$left" python3 -m spotter
   >> .devruns/logs/classes.log 2>&1 &
 classes_pid=$!
 OMP_NUM_THREADS=$fm_workers timeout -s INT -k 20 "$left" python3 -m spotter bench \
-  benchmarks/fashion_mnist.toml --out benchmarks/results/fashion_mnist --workers "$fm_workers" --devices "$dev" \
+  benchmarks/fashion_mnist.toml --out benchmarks/results/fashion_mnist --rerun-stale --workers "$fm_workers" \
+  --devices "$dev" \
   >> .devruns/logs/fm.log 2>&1 &
 fm_pid=$!
 ( while sleep 60; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; done ) \

@@ -30,7 +30,9 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    disagree with the masked original on held-out anchors (the retain-free measure of damage to the
    near retain classes); then λa doubles instead. The epoch with the weakest attack among those
    that kept the anchors is returned. The attacker's α rule scores retain proxies: the held-out
-   anchors the original assigns to a retain class, labelled by it.
+   model-inverted images (point 5), weighted as a balanced test set's retain classes, their first
+   `proxy_tolerance` points of loss ignored (they lose far more to a prototype row than real retain
+   images); without them, the held-out anchors the original assigns to a retain class.
 4. Sizes from the forget set. A class of a hundred images gives an epoch of one or two steps: the
    paper's recipe then either barely moves the model or, run for many epochs with large steps of
    λ3, overfits the few images (on scikit-learn's digits: forgotten, but the prototype attack won

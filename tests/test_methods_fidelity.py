@@ -33,7 +33,7 @@ from spotter.methods import (
 from spotter.methods import spotter as spotter_method
 from spotter.methods.tune import score, tune
 from spotter.training.fit import TrainConfig
-from spotter.training.inference import predict
+from spotter.training.inference import evaluate_accuracy, predict
 
 
 @pytest.fixture(autouse=True)
@@ -396,6 +396,35 @@ def test_plus_spotter_adds_exactly_spotters_terms():
     assert cfg.spotter_lambda2 == 0.5 and cfg.lr == 0.1
     with pytest.raises(ValueError, match="lambda1"):
         methods.make_config("salun+spotter", {"spotter_lambda1": "2"})
+
+
+def test_plus_spotter_terms_follow_the_base_batchnorm_mode_and_never_touch_running_statistics():
+    from spotter.models.batchnorm import batchnorm_layers
+
+    model, splits = original(), data()
+    assert batchnorm_layers(model)
+    student = copy.deepcopy(model).train()  # a base that trains BatchNorm in train mode
+    buffers = {k: v.clone() for k, v in student.named_buffers()}
+    cfg = spotter_method.Config(batch_size=16)
+    follow = _plus.SpotterTerms(model, splits, cfg, seed=0)(student)
+    assert all(torch.equal(v, buffers[k]) for k, v in student.named_buffers())  # running statistics untouched
+    assert all(m.training and m.momentum == 0.1 for m in batchnorm_layers(student))  # and the mode restored
+    on_running = _plus.SpotterTerms(model, splits, cfg, seed=0, bn="eval")(student)
+    assert not torch.isclose(follow, on_running)  # "follow" normalised with the batch's statistics
+    assert all(torch.equal(v, buffers[k]) for k, v in student.named_buffers())
+    with pytest.raises(ValueError, match="spotter_bn"):
+        _plus.SpotterTerms(model, splits, cfg, seed=0, bn="batch")
+    with pytest.raises(ValueError, match="spotter_bn"):
+        methods.make_config("finetune+spotter", {"spotter_bn": "batch"})
+
+
+def test_a_fast_base_with_the_add_on_keeps_the_retain_classes():
+    """finetune at lr 0.3 trains BatchNorm in train mode and moves fast: with the terms normalised as
+    the base's forward pass is ("follow"), the combination forgets without collapsing."""
+    model, splits = original(), data()
+    out = methods.run("finetune+spotter", model, splits, tiny_config("finetune+spotter", lr=0.3, epochs=2))
+    assert evaluate_accuracy(out, splits.test_retain) >= 90.0
+    assert evaluate_accuracy(out, splits.test_forget) <= 10.0
 
 
 def test_tuner_picks_the_setting_closest_to_the_retrained_model():

@@ -4,10 +4,14 @@
 
 on a forget batch (x, y) and its PGD neighbours x' at every optimiser step of the base method, in
 one training run (docs/method.md §5, "Plug-and-play"). The terms come from `spotter.spotter_terms`;
-the neighbours are built once from the frozen original, as Spotter builds them. The terms are
-evaluated with BatchNorm in eval mode (Spotter's setting: single-class batches would corrupt the
-running statistics), whatever mode the base trains in; their gradients go through the base's own
-gradient handling (SalUn's mask, UNSC's projection).
+the neighbours are built once from the frozen original, as Spotter builds them. How the terms see
+BatchNorm (`spotter_bn`): "follow" (default) normalises them the way the base's own forward pass
+does at that step: with running statistics where the base keeps BatchNorm in eval mode, with the
+batch's statistics where the base trains it, and then without updating the running statistics
+(single-class batches would corrupt them); "eval" always uses the running statistics (Spotter's
+own setting, and this module's before 2026-12-04: a base that moves fast in train mode leaves them
+stale for the terms, which went to NaN at finetune's and l1_sparse's lr 0.03). Their gradients go
+through the base's own gradient handling (SalUn's mask, UNSC's projection).
 
 A combination's Config holds the base's fields plus Spotter's, prefixed `spotter_` (λ1, λ2,
 temperature, the forget batch size and the neighbourhood settings); its NEEDS is the union of the
@@ -21,12 +25,14 @@ exact-unlearning reference); `spotter` already is these terms.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
 import logging
 import types
 import typing
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -34,7 +40,7 @@ from torch import nn
 from spotter.data import Splits
 from spotter.methods import _common
 from spotter.methods import spotter as spotter_method
-from spotter.models.batchnorm import bn_eval
+from spotter.models.batchnorm import batchnorm_layers, bn_eval
 
 log = logging.getLogger("spotter")
 
@@ -53,6 +59,7 @@ FIELDS = (
     "copies",
     "neighbour_seed",
 )
+BN_MODES = ("follow", "eval")  # how the added terms see BatchNorm (module docstring)
 WHY_NOT = {
     "retrain": "retrain trains from scratch with the shared trainer: there is no original to distil, "
     "and the exact-unlearning reference must stay untouched",
@@ -76,10 +83,31 @@ class _KWay:
         return self._head(feats)[:, : self.k]
 
 
+@contextlib.contextmanager
+def statistics_untouched(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers keep their mode (train: batch statistics; eval: running ones) but no running
+    statistic changes: momentum 0 for the duration, the batch counter restored afterwards."""
+    layers = [m for m in batchnorm_layers(model) if m.training and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(layers, saved, strict=True):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
+
+
 class SpotterTerms:
     """The `extra_loss` hook: (1 − λ1)·neighbour masked KD + λ2·dispersion on the next forget batch."""
 
-    def __init__(self, original: nn.Module, splits: Splits, cfg: spotter_method.Config, seed: int) -> None:
+    def __init__(
+        self, original: nn.Module, splits: Splits, cfg: spotter_method.Config, seed: int, bn: str = "follow"
+    ) -> None:
+        if bn not in BN_MODES:
+            raise ValueError(f"unknown spotter_bn {bn!r}; valid choices: {', '.join(BN_MODES)}")
+        self.bn = bn
         forget = _common.require(splits.forget, "forget", "+spotter")
         device = next(original.parameters()).device
         self.x_nb, self.y, self.src, self.t_clean, self.t_nb = spotter_method.targets(
@@ -103,7 +131,7 @@ class SpotterTerms:
         src = self.src[idx]
         x = self.forget.x[src].to(self.device).float().div(255)
         view = student if student.head.out_features == self.k else _KWay(student, self.k)
-        with bn_eval(student):
+        with bn_eval(student) if self.bn == "eval" else statistics_untouched(student):
             _, kd_nb, disp, _ = spotter_method.spotter_terms(
                 view,
                 x,
@@ -149,11 +177,16 @@ def combo(name: str) -> types.ModuleType:
     defaults = spotter_method.Config()
     fields = [(f.name, base_hints[f.name], _field(f)) for f in dataclasses.fields(base.Config)]
     fields += [(PREFIX + n, spot_hints[n], dataclasses.field(default=getattr(defaults, n))) for n in FIELDS]
+    fields.append((PREFIX + "bn", str, dataclasses.field(default="follow")))
     clash = {PREFIX + n for n in FIELDS} & {f.name for f in dataclasses.fields(base.Config)}
     assert not clash, clash
 
     def post_init(self) -> None:  # noqa: ANN001
         split_config(self, base)
+        if getattr(self, PREFIX + "bn") not in BN_MODES:
+            raise ValueError(
+                f"unknown spotter_bn {getattr(self, PREFIX + 'bn')!r}; valid choices: {', '.join(BN_MODES)}"
+            )
 
     config = dataclasses.make_dataclass(
         base.Config.__name__,
@@ -171,7 +204,7 @@ def combo(name: str) -> types.ModuleType:
     def unlearn(model: nn.Module, splits: Splits, cfg: typing.Any) -> nn.Module:
         base_cfg, spot_cfg = split_config(cfg, base)
         torch.manual_seed(getattr(base_cfg, "seed", 0))
-        terms = SpotterTerms(model, splits, spot_cfg, seed=getattr(base_cfg, "seed", 0))
+        terms = SpotterTerms(model, splits, spot_cfg, seed=getattr(base_cfg, "seed", 0), bn=cfg.spotter_bn)
         out = base.unlearn(model, splits, base_cfg, extra_loss=terms)
         if terms.calls:
             kd_nb, disp = (terms.sums / terms.calls).tolist()

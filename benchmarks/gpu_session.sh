@@ -21,14 +21,15 @@
 # the logs, and the trained reference models (originals first) split in 15 MiB parts, so that a CPU
 # session can finish an unfinished context on the same models:
 #   cat OUT/models.tar.part-* | tar x -C ~/.cache/spotter
-# Status: tried end to end on a CPU with DEV=cpu and a short SECONDS.
+# Status: ran on an H200 on 2026-12-04 (benchmarks/README.md, "one GPU loan"); the rows it wrote
+# then are all stale since (spotter_auto v4, the relearning grid in bench rows): --rerun-stale redoes them.
 set -u
 out=${1:?usage: gpu_session.sh OUT SECONDS [--check]}
 budget=${2:?usage: gpu_session.sh OUT SECONDS [--check]}
 check=${3:-}
 dev=${DEV:-cuda:0}  # DEV=cpu tries the script on a machine without a GPU
-classes_workers=${CLASSES_WORKERS:-10}
-fm_workers=${FM_WORKERS:-6}
+classes_workers=${CLASSES_WORKERS:-12}  # the all-class sweep first: the most important open issue
+fm_workers=${FM_WORKERS:-4}
 mkdir -p "$out" .devruns/cache/models .devruns/logs
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 SPOTTER_DATA=$PWD/.devdata SPOTTER_CACHE=$PWD/.devruns/cache
 export SPOTTER_GIT_REVISION=${SPOTTER_GIT_REVISION:-unknown}

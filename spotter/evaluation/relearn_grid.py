@@ -214,14 +214,20 @@ def attack(
         yield 0, attacked
     for step in range(1, max(steps) + 1):
         set_mode(attacked, freeze_bn=attacker.bn == "eval")
-        loss = F.cross_entropy(attacked(x), y)
-        if not torch.isfinite(loss):
+        if not _step(opt, F.cross_entropy(attacked(x), y)):
             return
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
         if step in steps:
             yield step, attacked
+
+
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
+    """One full-batch step; False (and no step) once the loss is no longer finite."""
+    if not torch.isfinite(loss):
+        return False
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return True
 
 
 def _acc(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -329,13 +335,8 @@ class _Grid:
         y = data.y.to(self.device)
         scores = {}
         for step in range(self.steps[-1] + 1):
-            if step:
-                loss = F.cross_entropy(head(train), y)
-                if not torch.isfinite(loss):
-                    break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            if step and not _step(opt, F.cross_entropy(head(train), y)):
+                break
             if step in self.steps:
                 with torch.no_grad():
                     scores[step] = [

@@ -251,3 +251,35 @@ def test_proxy_share_weighs_the_proxies_as_a_balanced_test_set_would(monkeypatch
     # a tolerance of 20 points forgives the 20% the proxies lose: the strong α is free again
     assert auto._win_at_best_alpha(*args, 0.9, 20.0) == 100.0
     assert auto._win_at_best_alpha(*args, 0.9, 5.0) == 0.0  # 0.1 + 0.9 * 0.85 < 0.9
+
+
+def test_inverted_term_distils_the_stored_logits_or_asks_the_original_on_augmented_images():
+    from spotter.functional.losses import masked_kd
+
+    model, splits, teacher = original(), data(), original()
+    x = to_float(splits.forget.x[:8])  # stands in for inverted images
+    t_true = predict(teacher, x)  # stored logits as the method stores them
+    t_other = torch.randn(8, 6, generator=torch.Generator().manual_seed(0)) * 3
+    forget = to_float(splits.forget.x[8:16])
+    dev = torch.device("cpu")
+
+    def term(cfg: auto.Config, t: torch.Tensor, student: torch.nn.Module = model) -> torch.Tensor:
+        g = torch.Generator().manual_seed(1)
+        return auto._inverted_term(student, teacher, x, t, 5, (0,), cfg, dev, g, forget)
+
+    plain = term(auto.Config(), t_other)
+    pick = torch.randint(8, (5,), generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(
+        plain, masked_kd(model(x[pick]), t_other[pick], (0,), auto.Config().temperature), atol=1e-5
+    )
+    for mode in ("mix", "mix_forget"):
+        cfg = auto.Config(inverted_augment=mode)
+        # the original labels the augmented images afresh: the stored logits do not matter ...
+        assert torch.allclose(term(cfg, t_true), term(cfg, t_other), atol=1e-6)
+        # ... and the images are not the stored ones (same draws, same true labels, another loss)
+        assert not torch.allclose(term(cfg, t_true), term(auto.Config(), t_true), atol=1e-4)
+    mixed_inv, mixed_forget = (
+        term(auto.Config(inverted_augment="mix"), t_true),
+        term(auto.Config(inverted_augment="mix_forget"), t_true),
+    )
+    assert not torch.allclose(mixed_inv, mixed_forget, atol=1e-4)

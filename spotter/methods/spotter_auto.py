@@ -79,6 +79,7 @@ NEEDS = ("forget",)
 
 ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # the attacker's α grid of the held-out check
 PROXY_SOURCES = ("inverted", "anchors")
+INVERTED_AUGMENTS = ("none", "mix", "mix_forget")
 
 
 @dataclass
@@ -130,6 +131,11 @@ class Config:
     anchor_weight_max: float = 8.0
     inverted_per_class: int = 32  # model-inverted images per retain class (0: none); see point 5
     inversion_steps: int = 200  # DeepInversion's optimisation steps per batch
+    # what the inverted images are distilled on (see point 5): "none" the images as inverted; "mix"
+    # shifted, flipped and half of them mixed with another inverted image, the original asked again;
+    # "mix_forget" as "mix", the partner a clean forget image of the batch (the region between the
+    # forget class and every retain class, where the near classes lose their accuracy)
+    inverted_augment: str = "none"
     rollback: bool = True  # after a round that broke the retain proxies: restore, halve the lr
     train_head: bool = False  # the head's rows are shared by every class (docs/method.md §5)
     neighbour_seed: int = 0
@@ -153,6 +159,10 @@ class Config:
             raise ValueError("need 0 <= min_epochs <= max_epochs and batch_size >= 1")
         if not 0 <= self.proxy_tolerance <= 100:
             raise ValueError(f"proxy_tolerance must be in [0, 100] points, got {self.proxy_tolerance}")
+        if self.inverted_augment not in INVERTED_AUGMENTS:
+            raise ValueError(
+                f"unknown inverted_augment {self.inverted_augment!r}; valid choices: {', '.join(INVERTED_AUGMENTS)}"
+            )
         if self.proxy_source not in PROXY_SOURCES:
             raise ValueError(
                 f"unknown proxy_source {self.proxy_source!r}; valid choices: {', '.join(PROXY_SOURCES)}"
@@ -371,7 +381,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
                 kd_anchor = masked_kd(student(xa), t_anchor[pick].to(device), classes, cfg.temperature)
             else:
                 kd_anchor = _anchor_term(student, x_anchor, t_anchor, len(train), src, classes, cfg, device)
-            kd_inv = _inverted_term(student, x_inv, t_inv, len(idx), classes, cfg, device, g_inv)
+            kd_inv = _inverted_term(student, teacher, x_inv, t_inv, len(idx), classes, cfg, device, g_inv,
+                                    to_float(train.x[src]))  # fmt: skip
             # L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp + λ3·PRA_sim + λa·(KD(x_a) + KD(x_inv))
             loss = cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp
             loss = loss + lambda3 * proto + anchor_weight * (kd_anchor + kd_inv)
@@ -564,15 +575,31 @@ def _inverted(
 
 
 def _inverted_term(
-    student: nn.Module, x_inv: torch.Tensor, t_inv: torch.Tensor, n: int, classes: tuple[int, ...],
-    cfg: Config, device: torch.device, generator: torch.Generator,
+    student: nn.Module, teacher: nn.Module, x_inv: torch.Tensor, t_inv: torch.Tensor, n: int,
+    classes: tuple[int, ...], cfg: Config, device: torch.device, generator: torch.Generator,
+    x_forget: torch.Tensor,
 ) -> torch.Tensor:  # fmt: skip
-    """Masked distillation on `n` model-inverted images drawn at random (zero when there are none)."""
+    """Masked distillation on `n` model-inverted images drawn at random (zero when there are none),
+    augmented as `cfg.inverted_augment` says (then the original labels them afresh): a few hundred
+    images seen thousands of times are otherwise learnt by heart, not the classes they stand for."""
     if len(x_inv) == 0:
         return torch.zeros((), device=device)
     pick = torch.randint(len(x_inv), (n,), generator=generator)
-    xi = x_inv[pick].to(device).contiguous(memory_format=torch.channels_last)
-    return masked_kd(student(xi), t_inv[pick].to(device), classes, cfg.temperature)
+    xi, ti = x_inv[pick].to(device), t_inv[pick].to(device)
+    if cfg.inverted_augment != "none":
+        xi = augment(xi, max(cfg.shift, 1), True, generator)
+        if cfg.inverted_augment == "mix_forget":
+            partner = x_forget[torch.randint(len(x_forget), (n,), generator=generator)].to(device)
+        else:
+            partner = x_inv[torch.randint(len(x_inv), (n,), generator=generator)].to(device)
+        share = torch.rand(n, 1, 1, 1, generator=generator).to(device)
+        mixed = torch.rand(n, generator=generator).to(device) < 0.5
+        share = torch.where(mixed.view(n, 1, 1, 1), share, torch.ones_like(share))
+        xi = share * xi + (1 - share) * partner
+        with torch.no_grad():
+            ti = teacher(xi.contiguous(memory_format=torch.channels_last))
+    xi = xi.contiguous(memory_format=torch.channels_last)
+    return masked_kd(student(xi), ti, classes, cfg.temperature)
 
 
 def _anchor_term(

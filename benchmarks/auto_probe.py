@@ -22,6 +22,7 @@ from spotter import methods
 from spotter.audit.checks import pra_report
 from spotter.bench.job import Context
 from spotter.bench.spec import load_spec
+from spotter.functional.inversion import InversionConfig, invert
 from spotter.methods import spotter_auto
 from spotter.training.inference import predict
 
@@ -34,6 +35,32 @@ def per_class(model: torch.nn.Module, ctx: Context) -> list[float]:
     return [round(float((pred[y == c] == c).float().mean()) * 100, 1) for c in range(ctx.info.num_classes)]
 
 
+def fresh_inverted(
+    original: torch.nn.Module, ctx: Context, forget: list[int], per_class_count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`per_class_count` images per retain class inverted from the original with a seed the method
+    never uses, kept where the original assigns their class; (images, classes)."""
+    if per_class_count <= 0:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    retain = [c for c in range(ctx.info.num_classes) if c not in forget]
+    wanted = torch.tensor(retain).repeat_interleave(per_class_count)
+    shape = tuple(ctx.splits.forget.x.shape[1:])
+    x = invert(original, wanted, shape, InversionConfig(), torch.Generator().manual_seed(99991), ctx.device)
+    ok = predict(original, x, device=ctx.device).argmax(1) == wanted
+    print(f"fresh inverted images: {int(ok.sum())} of {len(ok)} on target", flush=True)
+    return x[ok], wanted[ok]
+
+
+def confusion_of(model: torch.nn.Module, ctx: Context, classes: list[int]) -> dict[int, list[float]]:
+    """For each of `classes`: the % of its test images the model assigns to each class."""
+    s = ctx.splits
+    x = torch.cat([s.test_retain.x, s.test_forget.x])
+    y = torch.cat([s.test_retain.y, s.test_forget.y])
+    pred = predict(model, x, device=ctx.device).argmax(1)
+    n = ctx.info.num_classes
+    return {c: [round(float((pred[y == c] == k).float().mean()) * 100, 1) for k in range(n)] for c in classes}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec")
@@ -41,6 +68,11 @@ def main() -> None:
     p.add_argument("--forget", default="0", help="comma-separated forget classes of a spec context")
     p.add_argument("--out", default="runs/auto_probe.jsonl")
     p.add_argument("--tag", default="", help="a name for the rows (the code version)")
+    p.add_argument(
+        "--inverted-check", type=int, default=0, metavar="N",
+        help="also invert N fresh images per retain class (never trained on) and log the student's "
+        "per-class agreement with the original on them each round: do stand-ins see the damage?",
+    )  # fmt: skip
     args = p.parse_intermixed_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     forget = [int(c) for c in args.forget.split(",")]
@@ -52,10 +84,53 @@ def main() -> None:
     base = per_class(original, ctx)
     print("original", base, flush=True)
     rounds: list[list[float]] = []
+    inverted_rounds: list[list[float]] = []
+    kl_rounds: list[dict[str, list[float]]] = []
     check = spotter_auto.strongest_attack
+    fresh_x, fresh_y = fresh_inverted(original, ctx, forget, args.inverted_check)
+
+    t_fresh = predict(original, fresh_x, device=ctx.device) if len(fresh_x) else None
+    s = ctx.splits
+    x_test = torch.cat([s.test_retain.x, s.test_forget.x])
+    y_test = torch.cat([s.test_retain.y, s.test_forget.y])
+    t_test = predict(original, x_test, device=ctx.device)
+
+    def masked_kl_per_class(z_student: torch.Tensor, z_teacher: torch.Tensor, y: torch.Tensor) -> list[float]:
+        """Mean KL(masked original || masked student) at T = 1 per class (×1000): a continuous
+        disagreement, to compare what the stand-ins show with what the real images show."""
+        keep = [c for c in range(z_teacher.shape[1]) if c not in forget]
+        p = torch.log_softmax(z_teacher[:, keep], 1)
+        q = torch.log_softmax(z_student[:, keep], 1)
+        kl = (p.exp() * (p - q)).sum(1)
+        return [
+            round(float(kl[y == c].mean()) * 1000, 1) if bool((y == c).any()) else -1.0
+            for c in range(z_teacher.shape[1])
+        ]
+
+    def inverted_per_class(student: torch.nn.Module) -> list[float]:
+        if not len(fresh_x):
+            return []
+        pred = predict(student, fresh_x, device=ctx.device).argmax(1)
+        return [
+            round(float((pred[fresh_y == c] == c).float().mean()) * 100, 1)
+            if bool((fresh_y == c).any())
+            else -1.0
+            for c in range(ctx.info.num_classes)
+        ]
 
     def watched(student, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
         rounds.append(per_class(student, ctx))  # the per-round diagnostic
+        if len(fresh_x):
+            inverted_rounds.append(inverted_per_class(student))
+            print("fresh inverted agreement", inverted_rounds[-1], flush=True)
+            kl_fresh = masked_kl_per_class(predict(student, fresh_x, device=ctx.device), t_fresh, fresh_y)
+            kl_rounds.append(
+                {
+                    "fresh": kl_fresh,
+                    "test": masked_kl_per_class(predict(student, x_test, device=ctx.device), t_test, y_test),
+                }
+            )
+            print("masked KL x1000 fresh inverted", kl_fresh, "test", kl_rounds[-1]["test"], flush=True)
         print(
             "round", len(rounds), [round(v - b, 1) for v, b in zip(rounds[-1], base, strict=True)], flush=True
         )
@@ -64,6 +139,8 @@ def main() -> None:
     spotter_auto.strongest_attack = watched
     for text in args.settings or ["{}"]:
         rounds.clear()
+        inverted_rounds.clear()
+        kl_rounds.clear()
         cfg = methods.make_config("spotter_auto", json.loads(text), None)
         t0 = time.time()
         model = methods.run("spotter_auto", original, ctx.splits, cfg)
@@ -83,8 +160,18 @@ def main() -> None:
             "delta_retain": round(sum(retain) / len(retain), 2),
             "worst": min(retain),
             "per_class_delta": delta,
+            # where the three most damaged retain classes' images go, before and after
+            "confusion": {
+                str(c): {
+                    "original": confusion_of(original, ctx, [c])[c],
+                    "unlearned": confusion_of(model, ctx, [c])[c],
+                }
+                for c in sorted((c for c in range(len(delta)) if c not in forget), key=lambda c: delta[c])[:3]
+            },
             "pra": {"shots": pra["shots"], **{v: pra["variants"][v]["forget_acc"] for v in pra["variants"]}},
             "rounds": [[round(v - b, 1) for v, b in zip(r, base, strict=True)] for r in rounds],
+            "fresh_inverted_agreement_rounds": inverted_rounds,
+            "masked_kl_rounds": kl_rounds,
             "history": [
                 {k: (round(v, 3) if isinstance(v, float) else v) for k, v in h.items()}
                 for h in getattr(model, "unlearn_history", []) or []
@@ -93,7 +180,7 @@ def main() -> None:
         with open(args.out, "a") as fh:
             fh.write(json.dumps(out) + "\n")
         print(json.dumps({k: out[k] for k in ("settings", "time_s", "test_forget_acc", "delta_retain",
-                                               "worst", "per_class_delta", "pra")}), flush=True)  # fmt: skip
+                                               "worst", "per_class_delta", "pra", "confusion")}), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -283,3 +283,73 @@ def test_inverted_term_distils_the_stored_logits_or_asks_the_original_on_augment
         term(auto.Config(inverted_augment="mix_forget"), t_true),
     )
     assert not torch.allclose(mixed_inv, mixed_forget, atol=1e-4)
+
+
+def _two_pixel_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 3, bias=False))
+
+
+def test_fisher_ratio_mask_frees_the_weights_only_the_forget_images_use():
+    # forget images light pixel 0 only, retain stand-ins pixel 1 only: the weights reading pixel 0
+    # carry the forget set's Fisher information and none of the stand-ins'
+    model = _two_pixel_model()
+    params = list(model.parameters())
+    forget_x = torch.tensor([1.0, 0.0]).repeat(8, 1).view(8, 1, 1, 2)
+    retain_x = torch.tensor([0.0, 1.0]).repeat(8, 1).view(8, 1, 1, 2)
+    mask = auto.fisher_ratio_mask(
+        model, params, forget_x, torch.zeros(8, dtype=torch.long), retain_x, torch.ones(8, dtype=torch.long),
+        0.5, torch.device("cpu"),
+    )  # fmt: skip
+    assert mask[0].tolist() == [[True, False]] * 3
+    # with the ratio's sides swapped it would free the stand-ins' weights: the test notices
+    swapped = auto.fisher_ratio_mask(
+        model, params, retain_x, torch.ones(8, dtype=torch.long), forget_x, torch.zeros(8, dtype=torch.long),
+        0.5, torch.device("cpu"),
+    )  # fmt: skip
+    assert swapped[0].tolist() != mask[0].tolist()
+
+
+def test_weights_outside_the_mask_keep_the_originals_values_and_lose_their_momentum():
+    model = _two_pixel_model()
+    params = list(model.parameters())
+    theta_o = [p.detach().clone() for p in params]
+    mask = [torch.tensor([[True, False]] * 3)]
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.ones(4, 1, 1, 2)).pow(2).sum().backward()
+        opt.step()
+        auto._hold_unmasked(params, mask, theta_o, opt)
+    w = params[0].detach()
+    assert torch.equal(w[:, 1], theta_o[0][:, 1])  # held, despite gradient, momentum and decay
+    assert not torch.allclose(w[:, 0], theta_o[0][:, 0])  # the free ones moved
+    assert opt.state[params[0]]["momentum_buffer"][:, 1].abs().sum() == 0
+
+
+def test_boundary_images_step_inverted_images_toward_the_next_retain_classes():
+    model, splits = original(), data()
+    x = to_float(splits.retain.x[:6])  # stands in for inverted images of retain classes
+    t = predict(model, x)
+    cfg = auto.Config(anchor_radii=(0.3,), anchor_hit=0.0)
+    x_all, t_all = auto._with_boundaries(model, x, t, (0,), cfg, torch.device("cpu"))
+    assert len(x_all) == 3 * len(x) and torch.equal(x_all[:6], x) and torch.equal(t_all[:6], t)
+    assert torch.allclose(t_all[6:], predict(model, x_all[6:]), atol=1e-5)  # the original's logits
+    # each image's two targets: the retain classes ranked after its own, never the forget class
+    others = t.clone()
+    others[torch.arange(6), t.argmax(1)] = float("-inf")
+    targets = auto.anchor_targets(others, (0,), 2).reshape(-1)
+    assert not bool((targets == 0).any()) and not bool((targets == t.argmax(1).repeat_interleave(2)).any())
+    on_target = (t_all[6:].argmax(1) == targets).float().mean()
+    assert on_target >= 0.5  # the original now calls most of them their target (none before)
+    assert (x_all[6:] - x.repeat_interleave(2, 0)).abs().max() <= 0.3 + 1e-6
+
+
+def test_mask_share_and_inverted_augment_are_validated():
+    import pytest
+
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="mask_share"):
+            auto.Config(mask_share=bad)
+    with pytest.raises(ValueError, match="valid choices: none, mix, mix_forget, boundary"):
+        auto.Config(inverted_augment="nope")

@@ -79,7 +79,7 @@ NEEDS = ("forget",)
 
 ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # the attacker's α grid of the held-out check
 PROXY_SOURCES = ("inverted", "anchors")
-INVERTED_AUGMENTS = ("none", "mix", "mix_forget")
+INVERTED_AUGMENTS = ("none", "mix", "mix_forget", "boundary")
 
 
 @dataclass
@@ -134,9 +134,14 @@ class Config:
     # what the inverted images are distilled on (see point 5): "none" the images as inverted; "mix"
     # shifted, flipped and half of them mixed with another inverted image, the original asked again;
     # "mix_forget" as "mix", the partner a clean forget image of the batch (the region between the
-    # forget class and every retain class, where the near classes lose their accuracy)
+    # forget class and every retain class, where the near classes lose their accuracy); "boundary"
+    # adds each inverted image stepped toward the two retain classes the original ranks next
+    # (anchors between retain classes: where confusable retain classes trade accuracy)
     inverted_augment: str = "none"
     rollback: bool = True  # after a round that broke the retain proxies: restore, halve the lr
+    # share of the weights that may move (1: all; see point 7): those whose Fisher information on
+    # the forget set is largest relative to their Fisher information on the inverted retain images
+    mask_share: float = 1.0
     train_head: bool = False  # the head's rows are shared by every class (docs/method.md §5)
     neighbour_seed: int = 0
     seed: int = 0
@@ -157,6 +162,8 @@ class Config:
             )
         if self.min_epochs < 0 or self.max_epochs < self.min_epochs or self.batch_size < 1:
             raise ValueError("need 0 <= min_epochs <= max_epochs and batch_size >= 1")
+        if not 0.0 < self.mask_share <= 1.0:
+            raise ValueError(f"mask_share must be in (0, 1], got {self.mask_share}")
         if not 0 <= self.proxy_tolerance <= 100:
             raise ValueError(f"proxy_tolerance must be in [0, 100] points, got {self.proxy_tolerance}")
         if self.inverted_augment not in INVERTED_AUGMENTS:
@@ -335,11 +342,19 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     t_held = predict(model, held.x, device=device)
     x_held_anchor, t_held_anchor, _ = _anchors(model, held, t_held, classes, cfg, device, radius, len(train))
     x_inv, t_inv, x_held_inv, held_inv_labels = _inverted(model, train, t_clean, classes, cfg, device, g)
+    if cfg.inverted_augment == "boundary" and len(x_inv):
+        x_inv, t_inv = _with_boundaries(model, x_inv, t_inv, classes, cfg, device)
     g_inv = torch.Generator().manual_seed(cfg.seed + 2750159)
     student = student.to(memory_format=torch.channels_last)
     if not cfg.train_head:
         student.head.requires_grad_(False)
     params = [p for p in student.parameters() if p.requires_grad]
+    mask = None
+    if cfg.mask_share < 1.0:
+        some = slice(0, 1024)  # a diagonal Fisher estimate needs no more forget images than this
+        mask = fisher_ratio_mask(student, params, to_float(train.x[some]), train.y[some], x_inv,
+                                 t_inv.argmax(1), cfg.mask_share, device)  # fmt: skip
+    theta_o = [p.detach().clone() for p in params] if mask is not None else []
     opt = _common.optimizer("sgd", params, cfg.lr, cfg.momentum, cfg.weight_decay)
     g_attack = torch.Generator().manual_seed(cfg.seed + 7919)
     # the held-out anchors the original still calls a forget class are forget-like, not retain proxies
@@ -387,6 +402,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             loss = cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp
             loss = loss + lambda3 * proto + anchor_weight * (kd_anchor + kd_inv)
             total = _common.step(opt, loss, student, what="spotter_auto loss")
+            if mask is not None:
+                _hold_unmasked(params, mask, theta_o, opt)
             terms = [total] + [t.item() for t in (kd_clean, kd_nb, disp, proto, kd_anchor, kd_inv)]
             sums += torch.tensor(terms) * len(idx)
             seen += len(idx)
@@ -437,6 +454,57 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
         student.load_state_dict(best[1])
     student.requires_grad_(True)
     return _common.finish(student, history)
+
+
+def fisher_ratio_mask(
+    model: nn.Module, params: list[nn.Parameter], forget_x: torch.Tensor, forget_y: torch.Tensor,
+    retain_x: torch.Tensor, retain_y: torch.Tensor, share: float, device: torch.device, batch_size: int = 64,
+) -> list[torch.Tensor]:  # fmt: skip
+    """Boolean mask per parameter of `params`: the `share` of all entries (ranked globally) whose
+    diagonal Fisher information on the forget images is largest relative to their Fisher
+    information on the retain stand-ins (Selective Synaptic Dampening's ratio, Foster et al. AAAI
+    2024, with model-inverted images in place of the training set). Both are means over batches of
+    the squared gradient of the cross-entropy of the given labels, the model in eval mode."""
+    if not len(retain_x):
+        raise ValueError("the Fisher-ratio mask needs retain stand-ins (inverted_per_class > 0)")
+
+    def fisher(x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        acc = [torch.zeros_like(p) for p in params]
+        batches = torch.arange(len(x)).split(batch_size)
+        for idx in batches:
+            xb = x[idx].to(device).contiguous(memory_format=torch.channels_last)
+            loss = nn.functional.cross_entropy(model(xb), y[idx].to(device))
+            for a, gr in zip(acc, torch.autograd.grad(loss, params, allow_unused=True), strict=True):
+                if gr is not None:
+                    a += gr.detach() ** 2 / len(batches)
+        return acc
+
+    was_training = model.training
+    model.eval()
+    f_forget, f_retain = fisher(forget_x, forget_y), fisher(retain_x, retain_y)
+    model.train(was_training)
+    tiny = torch.cat([f.flatten() for f in f_retain]).mean() * 1e-3  # no division by a zero Fisher
+    ratio = torch.cat([(f / (r + tiny)).flatten() for f, r in zip(f_forget, f_retain, strict=True)])
+    keep = torch.zeros(len(ratio), dtype=torch.bool, device=ratio.device)
+    keep[torch.argsort(ratio, descending=True, stable=True)[: max(1, int(share * len(ratio)))]] = True
+    log.info("spotter_auto: %.0f%% of %d weights may move (Fisher ratio mask)", 100 * share, len(ratio))
+    return [m.view_as(p) for m, p in zip(keep.split([p.numel() for p in params]), params, strict=True)]
+
+
+@torch.no_grad()
+def _hold_unmasked(
+    params: list[nn.Parameter],
+    mask: list[torch.Tensor],
+    theta_o: list[torch.Tensor],
+    opt: torch.optim.Optimizer,
+) -> None:
+    """Weights outside the mask stay at the original's values; their momentum is dropped, so weight
+    decay and momentum cannot move them either (as SalUn's maintained code does)."""
+    for p, m, p0 in zip(params, mask, theta_o, strict=True):
+        p.copy_(torch.where(m, p, p0))
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            buf.mul_(m)
 
 
 def retain_argmax(logits: torch.Tensor, forget_classes: tuple[int, ...]) -> torch.Tensor:
@@ -572,6 +640,27 @@ def _inverted(
     log.info("spotter_auto: %d model-inverted retain images (%d of %d on target), %d held out",
              len(x), int(ok.sum()), len(ok), int(held.sum()))  # fmt: skip
     return x[~held], t[~held], x[held], retain_argmax(t[held], classes)
+
+
+def _with_boundaries(
+    teacher: nn.Module, x_inv: torch.Tensor, t_inv: torch.Tensor, classes: tuple[int, ...], cfg: Config,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The inverted images plus each stepped (targeted PGD, the anchors' radius rule) toward the two
+    retain classes the original ranks after the image's own, with the original's logits there."""
+    others = t_inv.clone()
+    others[torch.arange(len(others)), others.argmax(1)] = float("-inf")
+    k = min(2, others.shape[1] - len(classes) - 1)
+    if k < 1:
+        return x_inv, t_inv
+    x_b, radius, hit = build_anchors(teacher, x_inv, anchor_targets(others, classes, k), cfg, device)
+    log.info(
+        "spotter_auto: %d retain-boundary images at radius %.2f (%.0f%% on target)",
+        len(x_b),
+        radius,
+        100 * hit,
+    )
+    return torch.cat([x_inv, x_b]), torch.cat([t_inv, predict(teacher, x_b, device=device)])
 
 
 def _inverted_term(

@@ -108,7 +108,10 @@ def test_dual_steps_and_retain_proxies(monkeypatch):
 
     seen = _scripted(monkeypatch, [50.0] * 3, [90.0, 85.0, 90.0])
     # anchors too close to move: the original still calls most of them the forget class
-    cfg = tiny_config("spotter_auto", max_epochs=3, min_epochs=3, anchor_radii=(1e-4,))
+    # (agreement_min_images 0: the tiny held-out sets would otherwise make 5 points a few images)
+    cfg = tiny_config(
+        "spotter_auto", max_epochs=3, min_epochs=3, anchor_radii=(1e-4,), agreement_min_images=0
+    )
     model = auto.unlearn(original(), data(), cfg)
     history = model.unlearn_history
     assert [h["lambda3"] for h in history] == [cfg.lambda3, 2 * cfg.lambda3, 2 * cfg.lambda3]
@@ -135,7 +138,9 @@ def test_a_round_that_breaks_the_retain_proxies_is_rolled_back_with_half_the_ste
     monkeypatch.setattr(auto._common, "log_epoch", log_and_snapshot)
     # the inverted-image agreement falls in round 2 (the far retain classes broke), then holds
     _scripted(monkeypatch, [50.0] * 3, [90.0] * 3, inverted=[95.0, 80.0, 95.0])
-    cfg = tiny_config("spotter_auto", max_epochs=3, min_epochs=3, anchor_radii=(1e-4,))
+    cfg = tiny_config(
+        "spotter_auto", max_epochs=3, min_epochs=3, anchor_radii=(1e-4,), agreement_min_images=0
+    )
     states = []
     real_load = torch.nn.Module.load_state_dict
 
@@ -149,7 +154,14 @@ def test_a_round_that_breaks_the_retain_proxies_is_rolled_back_with_half_the_ste
     assert [h["lr"] for h in history] == [cfg.lr, cfg.lr, cfg.lr / 2]  # halved after the broken round
     assert history[2]["anchor_weight"] == 2 * cfg.anchor_weight
     assert states, "the broken round was not rolled back"
-    off = tiny_config("spotter_auto", max_epochs=3, min_epochs=3, anchor_radii=(1e-4,), rollback=False)
+    off = tiny_config(
+        "spotter_auto",
+        max_epochs=3,
+        min_epochs=3,
+        anchor_radii=(1e-4,),
+        rollback=False,
+        agreement_min_images=0,
+    )
     _scripted(monkeypatch, [50.0] * 3, [90.0] * 3, inverted=[95.0, 80.0, 95.0])
     assert [h["lr"] for h in auto.unlearn(original(), data(), off).unlearn_history] == [cfg.lr] * 3
 
@@ -353,3 +365,10 @@ def test_mask_share_and_inverted_augment_are_validated():
             auto.Config(mask_share=bad)
     with pytest.raises(ValueError, match="valid choices: none, mix, mix_forget, boundary"):
         auto.Config(inverted_augment="nope")
+
+
+def test_an_agreement_drop_counts_only_when_enough_held_out_images_changed():
+    cfg = auto.Config(agreement_drop=2.0, agreement_min_images=3)
+    assert auto._tolerance(cfg, 5000) == 2.0  # many images: the points rule
+    assert abs(auto._tolerance(cfg, 50) - 6.0) < 1e-9  # 50 images: three of them, not one
+    assert auto._tolerance(auto.Config(agreement_min_images=0), 50) == 2.0

@@ -7,6 +7,7 @@ import torch
 from _methods_fixtures import data, original
 
 from spotter.data import augment, to_float
+from spotter.methods import _common
 from spotter.methods import spotter_auto as auto
 from spotter.training.inference import predict
 
@@ -272,7 +273,7 @@ def test_inverted_term_distils_the_stored_logits_or_asks_the_original_on_augment
     x = to_float(splits.forget.x[:8])  # stands in for inverted images
     t_true = predict(teacher, x)  # stored logits as the method stores them
     t_other = torch.randn(8, 6, generator=torch.Generator().manual_seed(0)) * 3
-    forget = to_float(splits.forget.x[8:16])
+    forget = splits.forget.x[8:16]  # as stored (uint8): the term converts the partners it draws
     dev = torch.device("cpu")
 
     def term(cfg: auto.Config, t: torch.Tensor, student: torch.nn.Module = model) -> torch.Tensor:
@@ -280,6 +281,8 @@ def test_inverted_term_distils_the_stored_logits_or_asks_the_original_on_augment
         return auto._inverted_term(student, teacher, x, t, 5, (0,), cfg, dev, g, forget)
 
     plain = term(auto.Config(), t_other)
+    # "boundary" adds images before training; the term distils them as stored, unmixed
+    assert torch.equal(term(auto.Config(inverted_augment="boundary"), t_other), plain)
     pick = torch.randint(8, (5,), generator=torch.Generator().manual_seed(1))
     assert torch.allclose(
         plain, masked_kd(model(x[pick]), t_other[pick], (0,), auto.Config().temperature), atol=1e-5
@@ -332,7 +335,7 @@ def test_weights_outside_the_mask_keep_the_originals_values_and_lose_their_momen
         opt.zero_grad()
         model(torch.ones(4, 1, 1, 2)).pow(2).sum().backward()
         opt.step()
-        auto._hold_unmasked(params, mask, theta_o, opt)
+        _common.hold_outside_mask(params, mask, theta_o, opt)
     w = params[0].detach()
     assert torch.equal(w[:, 1], theta_o[0][:, 1])  # held, despite gradient, momentum and decay
     assert not torch.allclose(w[:, 0], theta_o[0][:, 0])  # the free ones moved

@@ -201,6 +201,31 @@ def step(
     return float(loss.detach())
 
 
+def top_share_mask(scores: list[torch.Tensor], share: float) -> list[torch.Tensor]:
+    """Boolean masks shaped like `scores`: exactly the top ⌊share·N⌋ entries (at least one) of all
+    N entries, ranked globally (stable order on ties)."""
+    flat = torch.cat([s.flatten() for s in scores])
+    keep = torch.zeros(len(flat), dtype=torch.bool, device=flat.device)
+    keep[torch.argsort(flat, descending=True, stable=True)[: max(1, int(share * len(flat)))]] = True
+    return [m.view_as(s) for m, s in zip(keep.split([s.numel() for s in scores]), scores, strict=True)]
+
+
+@torch.no_grad()
+def hold_outside_mask(
+    params: list[torch.Tensor],
+    mask: list[torch.Tensor],
+    anchor: list[torch.Tensor],
+    opt: torch.optim.Optimizer,
+) -> None:
+    """Weights outside `mask` go back to `anchor` (θ_o) and lose their momentum, so neither weight
+    decay nor momentum moves them (SalUn's maintained code does this after every step)."""
+    for p, m, a in zip(params, mask, anchor, strict=True):
+        p.copy_(torch.where(m, p, a))
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            buf.mul_(m)
+
+
 def log_epoch(history: list[dict], method: str, epoch: int, epochs: int, **values: float) -> None:
     """Record one epoch and log it (one line per epoch keeps CI logs readable)."""
     history.append({"epoch": epoch, **values})

@@ -64,10 +64,7 @@ def saliency_mask(model: nn.Module, forget: TensorSet, ratio: float, batch_size:
             if gr is not None:
                 acc += gr
     model.train(was_training)
-    flat = torch.cat([gr.abs().flatten() for gr in grads])
-    keep = torch.zeros(len(flat), dtype=torch.bool, device=flat.device)
-    keep[torch.argsort(flat, descending=True, stable=True)[: int(ratio * len(flat))]] = True
-    return [m.view_as(p) for m, p in zip(keep.split([p.numel() for p in params]), params, strict=True)]
+    return _common.top_share_mask([gr.abs() for gr in grads], ratio)
 
 
 def unlearn(
@@ -90,13 +87,8 @@ def unlearn(
             if p.grad is not None:
                 p.grad.mul_(m)
 
-    @torch.no_grad()
     def reset_frozen() -> None:
-        for p, m, a in zip(params, mask, anchor, strict=True):
-            p.copy_(torch.where(m, p, a))  # non-salient weights stay at θ_o
-            buf = opt.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                buf.mul_(m)
+        _common.hold_outside_mask(params, mask, anchor, opt)
 
     g = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []

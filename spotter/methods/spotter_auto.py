@@ -409,13 +409,13 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             else:
                 kd_anchor = _anchor_term(student, x_anchor, t_anchor, len(train), src, classes, cfg, device)
             kd_inv = _inverted_term(student, teacher, x_inv, t_inv, len(idx), classes, cfg, device, g_inv,
-                                    to_float(train.x[src]))  # fmt: skip
+                                    train.x[src])  # fmt: skip
             # L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp + λ3·PRA_sim + λa·(KD(x_a) + KD(x_inv))
             loss = cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp
             loss = loss + lambda3 * proto + anchor_weight * (kd_anchor + kd_inv)
             total = _common.step(opt, loss, student, what="spotter_auto loss")
             if mask is not None:
-                _hold_unmasked(params, mask, theta_o, opt)
+                _common.hold_outside_mask(params, mask, theta_o, opt)
             terms = [total] + [t.item() for t in (kd_clean, kd_nb, disp, proto, kd_anchor, kd_inv)]
             sums += torch.tensor(terms) * len(idx)
             seen += len(idx)
@@ -497,27 +497,8 @@ def fisher_ratio_mask(
     f_forget, f_retain = fisher(forget_x, forget_y), fisher(retain_x, retain_y)
     model.train(was_training)
     tiny = torch.cat([f.flatten() for f in f_retain]).mean() * 1e-3  # no division by a zero Fisher
-    ratio = torch.cat([(f / (r + tiny)).flatten() for f, r in zip(f_forget, f_retain, strict=True)])
-    keep = torch.zeros(len(ratio), dtype=torch.bool, device=ratio.device)
-    keep[torch.argsort(ratio, descending=True, stable=True)[: max(1, int(share * len(ratio)))]] = True
-    log.info("spotter_auto: %.0f%% of %d weights may move (Fisher ratio mask)", 100 * share, len(ratio))
-    return [m.view_as(p) for m, p in zip(keep.split([p.numel() for p in params]), params, strict=True)]
-
-
-@torch.no_grad()
-def _hold_unmasked(
-    params: list[nn.Parameter],
-    mask: list[torch.Tensor],
-    theta_o: list[torch.Tensor],
-    opt: torch.optim.Optimizer,
-) -> None:
-    """Weights outside the mask stay at the original's values; their momentum is dropped, so weight
-    decay and momentum cannot move them either (as SalUn's maintained code does)."""
-    for p, m, p0 in zip(params, mask, theta_o, strict=True):
-        p.copy_(torch.where(m, p, p0))
-        buf = opt.state.get(p, {}).get("momentum_buffer")
-        if buf is not None:
-            buf.mul_(m)
+    log.info("spotter_auto: %.0f%% of the weights may move (Fisher ratio mask)", 100 * share)
+    return _common.top_share_mask([f / (r + tiny) for f, r in zip(f_forget, f_retain, strict=True)], share)
 
 
 def _tolerance(cfg: Config, n_held: int) -> float:
@@ -687,17 +668,18 @@ def _inverted_term(
     classes: tuple[int, ...], cfg: Config, device: torch.device, generator: torch.Generator,
     x_forget: torch.Tensor,
 ) -> torch.Tensor:  # fmt: skip
-    """Masked distillation on `n` model-inverted images drawn at random (zero when there are none),
+    """Masked distillation on `n` model-inverted images (`x_forget`: the batch's forget images as
+    stored, the partners of "mix_forget") drawn at random (zero when there are none),
     augmented as `cfg.inverted_augment` says (then the original labels them afresh): a few hundred
     images seen thousands of times are otherwise learnt by heart, not the classes they stand for."""
     if len(x_inv) == 0:
         return torch.zeros((), device=device)
     pick = torch.randint(len(x_inv), (n,), generator=generator)
     xi, ti = x_inv[pick].to(device), t_inv[pick].to(device)
-    if cfg.inverted_augment != "none":
+    if cfg.inverted_augment in ("mix", "mix_forget"):  # "boundary" adds images, it does not mix
         xi = augment(xi, max(cfg.shift, 1), True, generator)
         if cfg.inverted_augment == "mix_forget":
-            partner = x_forget[torch.randint(len(x_forget), (n,), generator=generator)].to(device)
+            partner = to_float(x_forget[torch.randint(len(x_forget), (n,), generator=generator)]).to(device)
         else:
             partner = x_inv[torch.randint(len(x_inv), (n,), generator=generator)].to(device)
         share = torch.rand(n, 1, 1, 1, generator=generator).to(device)

@@ -94,6 +94,18 @@ def main() -> None:
     x_test = torch.cat([s.test_retain.x, s.test_forget.x])
     y_test = torch.cat([s.test_retain.y, s.test_forget.y])
     t_test = predict(original, x_test, device=ctx.device)
+    f_fresh = predict(original, fresh_x, device=ctx.device, features=True) if len(fresh_x) else None
+    f_test = predict(original, x_test, device=ctx.device, features=True)
+
+    def drift_per_class(f_student: torch.Tensor, f_teacher: torch.Tensor, y: torch.Tensor) -> list[float]:
+        """Per class, the features' squared change relative to their squared norm (×1000): does the
+        stand-ins' feature drift track the real images' (the term `feature_weight` trains on)?"""
+        return [
+            round(float(spotter_auto.feature_drift(f_student[y == c], f_teacher[y == c])) * 1000, 1)
+            if bool((y == c).any())
+            else -1.0
+            for c in range(ctx.info.num_classes)
+        ]
 
     def masked_kl_per_class(z_student: torch.Tensor, z_teacher: torch.Tensor, y: torch.Tensor) -> list[float]:
         """Mean KL(masked original || masked student) at T = 1 per class (×1000): a continuous
@@ -130,7 +142,15 @@ def main() -> None:
                     "test": masked_kl_per_class(predict(student, x_test, device=ctx.device), t_test, y_test),
                 }
             )
+            kl_rounds[-1]["drift_fresh"] = drift_per_class(
+                predict(student, fresh_x, device=ctx.device, features=True), f_fresh, fresh_y
+            )
+            kl_rounds[-1]["drift_test"] = drift_per_class(
+                predict(student, x_test, device=ctx.device, features=True), f_test, y_test
+            )
             print("masked KL x1000 fresh inverted", kl_fresh, "test", kl_rounds[-1]["test"], flush=True)
+            print("feature drift x1000 fresh inverted", kl_rounds[-1]["drift_fresh"], "test",
+                  kl_rounds[-1]["drift_test"], flush=True)  # fmt: skip
         print(
             "round", len(rounds), [round(v - b, 1) for v, b in zip(rounds[-1], base, strict=True)], flush=True
         )

@@ -3,6 +3,9 @@ its maths is changed."""
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 from _methods_fixtures import data, original
 
@@ -278,7 +281,9 @@ def test_inverted_term_distils_the_stored_logits_or_asks_the_original_on_augment
 
     def term(cfg: auto.Config, t: torch.Tensor, student: torch.nn.Module = model) -> torch.Tensor:
         g = torch.Generator().manual_seed(1)
-        return auto._inverted_term(student, teacher, x, t, 5, (0,), cfg, dev, g, forget)
+        kd, features = auto._inverted_term(student, teacher, x, t, 5, (0,), cfg, dev, g, forget)
+        assert float(features) == 0.0  # feature matching is off by default and costs nothing
+        return kd
 
     plain = term(auto.Config(), t_other)
     # "boundary" adds images before training; the term distils them as stored, unmixed
@@ -298,6 +303,31 @@ def test_inverted_term_distils_the_stored_logits_or_asks_the_original_on_augment
         term(auto.Config(inverted_augment="mix_forget"), t_true),
     )
     assert not torch.allclose(mixed_inv, mixed_forget, atol=1e-4)
+
+
+def test_feature_matching_is_zero_for_the_original_and_grows_with_the_students_drift():
+    teacher, splits = original(), data()
+    x = to_float(splits.forget.x[:8])
+    t = predict(teacher, x)
+    dev, cfg = torch.device("cpu"), auto.Config(feature_weight=1.0)
+
+    def features_term(student: torch.nn.Module) -> float:
+        g = torch.Generator().manual_seed(1)
+        return float(auto._inverted_term(student, teacher, x, t, 5, (0,), cfg, dev, g, x)[1].detach())
+
+    assert features_term(original()) < 1e-10  # the student is the original: nothing drifted
+    drifts = []
+    for scale in (0.01, 0.1):
+        student = copy.deepcopy(original())
+        with torch.no_grad():
+            for p in student.backbone.parameters():
+                p.add_(scale * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
+        drifts.append(features_term(student))
+    assert 0 < drifts[0] < drifts[1]
+    f = torch.randn(6, 4, generator=torch.Generator().manual_seed(3))
+    assert float(auto.feature_drift(2 * f, f)) == pytest.approx(1.0)  # relative to the features' size
+    with pytest.raises(ValueError, match="feature_weight"):
+        auto.Config(feature_weight=-1)
 
 
 def _two_pixel_model() -> torch.nn.Module:

@@ -54,7 +54,10 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    from"): `mask_share` lets only the weights whose Fisher information on the forget images is
    largest relative to that on the inverted images move (Selective Synaptic Dampening's ratio,
    Foster et al. AAAI 2024); `inverted_augment` distils the inverted images shifted and mixed
-   ("mix", "mix_forget") or adds them stepped toward neighbouring retain classes ("boundary").
+   ("mix", "mix_forget") or adds them stepped toward neighbouring retain classes ("boundary");
+   `feature_weight` adds λf·drift(x_inv), the relative change of the penultimate features on the
+   inverted images: with the head frozen, unchanged features mean unchanged predictions, a tighter
+   hold than a soft-label match the confident stand-ins satisfy long after real images moved.
 """
 
 from __future__ import annotations
@@ -148,6 +151,9 @@ class Config:
     # adds each inverted image stepped toward the two retain classes the original ranks next
     # (anchors between retain classes: where confusable retain classes trade accuracy)
     inverted_augment: str = "none"
+    # weight of feature matching on the inverted images (see point 7): the student's penultimate
+    # features must stay the original's, not only its masked prediction (0: off)
+    feature_weight: float = 0.0
     rollback: bool = True  # after a round that broke the retain proxies: restore, halve the lr
     # share of the weights that may move (1: all; see point 7): those whose Fisher information on
     # the forget set is largest relative to their Fisher information on the inverted retain images
@@ -172,6 +178,8 @@ class Config:
             )
         if self.min_epochs < 0 or self.max_epochs < self.min_epochs or self.batch_size < 1:
             raise ValueError("need 0 <= min_epochs <= max_epochs and batch_size >= 1")
+        if self.feature_weight < 0:
+            raise ValueError(f"feature_weight must be >= 0, got {self.feature_weight}")
         if not 0.0 < self.mask_share <= 1.0:
             raise ValueError(f"mask_share must be in (0, 1], got {self.mask_share}")
         if not 0 <= self.proxy_tolerance <= 100:
@@ -384,7 +392,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     lambda3, anchor_weight, history = cfg.lambda3, cfg.anchor_weight, []
     best: tuple[float, dict] | None = None  # (attack, weights) of the best epoch that kept the anchors
     floor = inv_floor = 100.0
-    names = ("loss", "kd_clean", "kd_neighbour", "dispersion", "prototype", "kd_anchor", "kd_inverted")
+    names = ("loss", "kd_clean", "kd_neighbour", "dispersion", "prototype", "kd_anchor", "kd_inverted",
+             "feature_inverted")  # fmt: skip
     lr, last_kept = cfg.lr, None  # the weights of the last round that kept the retain proxies
     # sizes from the forget set: a small set gets smaller batches and rounds of at least
     # min_round_steps steps, so a round moves the model as much as an epoch of a large set does
@@ -408,15 +417,16 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
                 kd_anchor = masked_kd(student(xa), t_anchor[pick].to(device), classes, cfg.temperature)
             else:
                 kd_anchor = _anchor_term(student, x_anchor, t_anchor, len(train), src, classes, cfg, device)
-            kd_inv = _inverted_term(student, teacher, x_inv, t_inv, len(idx), classes, cfg, device, g_inv,
+            kd_inv, feat_inv = _inverted_term(student, teacher, x_inv, t_inv, len(idx), classes, cfg, device, g_inv,
                                     train.x[src])  # fmt: skip
             # L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp + λ3·PRA_sim + λa·(KD(x_a) + KD(x_inv))
             loss = cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp
             loss = loss + lambda3 * proto + anchor_weight * (kd_anchor + kd_inv)
+            loss = loss + cfg.feature_weight * feat_inv
             total = _common.step(opt, loss, student, what="spotter_auto loss")
             if mask is not None:
                 _common.hold_outside_mask(params, mask, theta_o, opt)
-            terms = [total] + [t.item() for t in (kd_clean, kd_nb, disp, proto, kd_anchor, kd_inv)]
+            terms = [total] + [t.item() for t in (kd_clean, kd_nb, disp, proto, kd_anchor, kd_inv, feat_inv)]
             sums += torch.tensor(terms) * len(idx)
             seen += len(idx)
         if shown is not None:
@@ -667,13 +677,16 @@ def _inverted_term(
     student: nn.Module, teacher: nn.Module, x_inv: torch.Tensor, t_inv: torch.Tensor, n: int,
     classes: tuple[int, ...], cfg: Config, device: torch.device, generator: torch.Generator,
     x_forget: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
-    """Masked distillation on `n` model-inverted images (`x_forget`: the batch's forget images as
-    stored, the partners of "mix_forget") drawn at random (zero when there are none),
-    augmented as `cfg.inverted_augment` says (then the original labels them afresh): a few hundred
-    images seen thousands of times are otherwise learnt by heart, not the classes they stand for."""
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(masked distillation, feature matching) on `n` model-inverted images drawn at random (zeros
+    when there are none; `x_forget`: the batch's forget images as stored, the partners of
+    "mix_forget"), augmented as `cfg.inverted_augment` says (then the original labels them afresh):
+    a few hundred images seen thousands of times are otherwise learnt by heart, not the classes they
+    stand for. Feature matching (computed only when `cfg.feature_weight` > 0) is
+    `feature_drift` of the student's penultimate features from the original's."""
+    zero = torch.zeros((), device=device)
     if len(x_inv) == 0:
-        return torch.zeros((), device=device)
+        return zero, zero
     pick = torch.randint(len(x_inv), (n,), generator=generator)
     xi, ti = x_inv[pick].to(device), t_inv[pick].to(device)
     if cfg.inverted_augment in ("mix", "mix_forget"):  # "boundary" adds images, it does not mix
@@ -689,7 +702,21 @@ def _inverted_term(
         with torch.no_grad():
             ti = teacher(xi.contiguous(memory_format=torch.channels_last))
     xi = xi.contiguous(memory_format=torch.channels_last)
-    return masked_kd(student(xi), ti, classes, cfg.temperature)
+    if cfg.feature_weight <= 0:
+        return masked_kd(student(xi), ti, classes, cfg.temperature), zero
+    f_student = student.features(xi)
+    with torch.no_grad():
+        f_teacher = teacher.features(xi)
+    kd = masked_kd(student.head(f_student), ti, classes, cfg.temperature)
+    return kd, feature_drift(f_student, f_teacher)
+
+
+def feature_drift(student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
+    """Squared distance of the student's features from the teacher's, relative to the teacher's
+    squared norm (batch means): 0 when unchanged, 1 when the change is as large as the features,
+    so one weight serves any feature width and scale."""
+    drift = (student_features - teacher_features).pow(2).sum(1).mean()
+    return drift / teacher_features.pow(2).sum(1).mean().clamp_min(1e-12)
 
 
 def _anchor_term(

@@ -170,6 +170,37 @@ def test_a_round_that_breaks_the_retain_proxies_is_rolled_back_with_half_the_ste
     assert [h["lr"] for h in auto.unlearn(original(), data(), off).unlearn_history] == [cfg.lr] * 3
 
 
+def test_the_check_reads_and_the_method_returns_the_moving_average_of_the_weights(monkeypatch):
+    from _methods_fixtures import tiny_config
+
+    def moved(horizon: float) -> tuple[float, float]:
+        """(largest weight change of the model the check saw in round 1, of the returned model)."""
+        checked = []
+        real_attack = auto.strongest_attack
+
+        def spy(student, *a, **k):  # noqa: ANN001, ANN002, ANN003
+            if not checked:
+                checked.append(_largest_change(student))
+            return real_attack(student, *a, **k)
+
+        monkeypatch.setattr(auto, "strongest_attack", spy)
+        cfg = tiny_config("spotter_auto", max_epochs=2, min_epochs=2, average_horizon=horizon, rollback=False)
+        returned = _largest_change(auto.unlearn(original(), data(), cfg))
+        return checked[0], returned
+
+    raw_check, raw_out = moved(0.0)
+    slow_check, slow_out = moved(1e6)  # an average that barely follows the weights
+    assert raw_check > 0 and raw_out > 0
+    assert 0 < slow_check < raw_check / 100 and 0 < slow_out < raw_out / 100
+    with pytest.raises(ValueError, match="average_horizon"):
+        auto.Config(average_horizon=-1)
+
+
+def _largest_change(model: torch.nn.Module) -> float:
+    reference = dict(original().named_parameters())
+    return max(float((p.detach() - reference[n].detach()).abs().max()) for n, p in model.named_parameters())
+
+
 def test_schedule_and_anchor_count_follow_the_forget_set_size():
     cfg = auto.Config()
     assert auto.schedule(5400, 5400, cfg) == (128, 43)  # a Fashion-MNIST class: the authors' batch, one epoch

@@ -57,7 +57,9 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    ("mix", "mix_forget") or adds them stepped toward neighbouring retain classes ("boundary");
    `feature_weight` adds λf·drift(x_inv), the relative change of the penultimate features on the
    inverted images: with the head frozen, unchanged features mean unchanged predictions, a tighter
-   hold than a soft-label match the confident stand-ins satisfy long after real images moved.
+   hold than a soft-label match the confident stand-ins satisfy long after real images moved;
+   `average_horizon` checks and returns a moving average of the weights instead of the last step's
+   (the confusable retain classes' accuracies swing by several points from round to round).
 """
 
 from __future__ import annotations
@@ -158,6 +160,9 @@ class Config:
     # share of the weights that may move (1: all; see point 7): those whose Fisher information on
     # the forget set is largest relative to their Fisher information on the inverted retain images
     mask_share: float = 1.0
+    # an exponential moving average of the weights over this share of a round is what the check
+    # measures and what is returned (0: the raw weights; see point 7)
+    average_horizon: float = 0.0
     train_head: bool = False  # the head's rows are shared by every class (docs/method.md §5)
     neighbour_seed: int = 0
     seed: int = 0
@@ -180,6 +185,8 @@ class Config:
             raise ValueError("need 0 <= min_epochs <= max_epochs and batch_size >= 1")
         if self.feature_weight < 0:
             raise ValueError(f"feature_weight must be >= 0, got {self.feature_weight}")
+        if self.average_horizon < 0:
+            raise ValueError(f"average_horizon must be >= 0, got {self.average_horizon}")
         if not 0.0 < self.mask_share <= 1.0:
             raise ValueError(f"mask_share must be in (0, 1], got {self.mask_share}")
         if not 0 <= self.proxy_tolerance <= 100:
@@ -400,6 +407,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     batch, round_steps = schedule(len(train), len(y_all), cfg)
     teacher = _common.frozen_copy(model).to(device)
     g_shift = torch.Generator().manual_seed(cfg.seed + 15485863)
+    average = [p.detach().clone() for p in params] if cfg.average_horizon > 0 else None
+    average_rate = 1.0 / max(1.0, cfg.average_horizon * round_steps)
     for epoch in range(cfg.max_epochs):
         set_mode(student, True)  # BatchNorm statistics frozen: batches hold the forget class only
         sums, seen = torch.zeros(len(names)), 0
@@ -426,11 +435,16 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             total = _common.step(opt, loss, student, what="spotter_auto loss")
             if mask is not None:
                 _common.hold_outside_mask(params, mask, theta_o, opt)
+            if average is not None:
+                with torch.no_grad():
+                    for a, p in zip(average, params, strict=True):
+                        a.lerp_(p, average_rate)
             terms = [total] + [t.item() for t in (kd_clean, kd_nb, disp, proto, kd_anchor, kd_inv, feat_inv)]
             sums += torch.tensor(terms) * len(idx)
             seen += len(idx)
         if shown is not None:
             shown.close()
+        raw = _swap(params, average) if average is not None else None  # the check reads the average
         student.eval()
         held_acc = float((predict(student, held.x, device=device).argmax(1) == held.y).float().mean()) * 100
         g_check = torch.Generator().manual_seed(cfg.seed + 104729)  # the same shots every epoch
@@ -458,6 +472,9 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             student.load_state_dict(last_kept)
             lr = lr / 2
             opt = _common.optimizer("sgd", params, lr, cfg.momentum, cfg.weight_decay)
+            raw = None  # training goes on from the restored weights, and so does the average
+            if average is not None:
+                average = [p.detach().clone() for p in params]
         if kept and held_acc <= cfg.forget_target and (best is None or attack < best[0]):
             best = (attack, {k: v.detach().clone() for k, v in student.state_dict().items()})
         if (
@@ -467,6 +484,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             and epoch + 1 >= cfg.min_epochs
         ):
             break
+        if raw is not None and epoch + 1 < cfg.max_epochs:  # training goes on from the raw weights
+            _swap(params, raw)
         # dual ascent on the two constraints: the attack's weight grows while the attack wins and
         # the near classes hold; the anchors' weight grows once the near classes start to slip
         if not kept:
@@ -509,6 +528,15 @@ def fisher_ratio_mask(
     tiny = torch.cat([f.flatten() for f in f_retain]).mean() * 1e-3  # no division by a zero Fisher
     log.info("spotter_auto: %.0f%% of the weights may move (Fisher ratio mask)", 100 * share)
     return _common.top_share_mask([f / (r + tiny) for f, r in zip(f_forget, f_retain, strict=True)], share)
+
+
+@torch.no_grad()
+def _swap(params: list[nn.Parameter], values: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Load `values` into `params` in place; return the values they held."""
+    held = [p.detach().clone() for p in params]
+    for p, v in zip(params, values, strict=True):
+        p.copy_(v)
+    return held
 
 
 def _tolerance(cfg: Config, n_held: int) -> float:

@@ -196,6 +196,21 @@ def test_the_check_reads_and_the_method_returns_the_moving_average_of_the_weight
         auto.Config(average_horizon=-1)
 
 
+def test_follow_bn_re_estimates_the_running_statistics_and_only_then():
+    from _methods_fixtures import tiny_config
+
+    from spotter.models.batchnorm import batchnorm_layers
+
+    def stats_moved(follow: bool) -> float:
+        cfg = tiny_config("spotter_auto", max_epochs=1, min_epochs=1, follow_bn=follow)
+        model = auto.unlearn(original(), data(), cfg)
+        pairs = zip(batchnorm_layers(model), batchnorm_layers(original()), strict=True)
+        return max(float((s.running_mean - t.running_mean).abs().max()) for s, t in pairs)
+
+    assert stats_moved(False) == 0.0  # frozen statistics stay the original's
+    assert stats_moved(True) > 1e-4
+
+
 def _largest_change(model: torch.nn.Module) -> float:
     reference = dict(original().named_parameters())
     return max(float((p.detach() - reference[n].detach()).abs().max()) for n, p in model.named_parameters())

@@ -59,7 +59,10 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    inverted images: with the head frozen, unchanged features mean unchanged predictions, a tighter
    hold than a soft-label match the confident stand-ins satisfy long after real images moved;
    `average_horizon` checks and returns a moving average of the weights instead of the last step's
-   (the confusable retain classes' accuracies swing by several points from round to round).
+   (the confusable retain classes' accuracies swing by several points from round to round);
+   `follow_bn` re-estimates BatchNorm's running statistics before every check: the original's plus
+   the change the student's weights made to the inverted images' statistics, since frozen
+   statistics no longer match what the changed weights produce for any class.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ from spotter.functional.prototype import VARIANTS, attacked_head, head_logits, i
 from spotter.methods import _common
 from spotter.methods.spotter import Config as SpotterConfig
 from spotter.methods.spotter import spread_order, targets
-from spotter.models.batchnorm import set_mode
+from spotter.models.batchnorm import follow_statistics, set_mode
 from spotter.progress import bar as progress_bar
 from spotter.training.inference import predict
 
@@ -91,6 +94,7 @@ NEEDS = ("forget",)
 ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # the attacker's α grid of the held-out check
 PROXY_SOURCES = ("inverted", "anchors")
 INVERTED_AUGMENTS = ("none", "mix", "mix_forget", "boundary")
+BN_PROBE = 256  # inverted images per BatchNorm re-estimate (`follow_bn`): one batch
 
 
 @dataclass
@@ -166,6 +170,9 @@ class Config:
     # an exponential moving average of the weights over this share of a round is what the check
     # measures and what is returned (0: the raw weights; see point 7)
     average_horizon: float = 0.0
+    # before every check, BatchNorm's running statistics follow the change the student's weights
+    # made to the inverted images' statistics (spotter.models.batchnorm.follow_statistics; point 7)
+    follow_bn: bool = False
     train_head: bool = False  # the head's rows are shared by every class (docs/method.md §5)
     neighbour_seed: int = 0
     seed: int = 0
@@ -448,6 +455,11 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
         if shown is not None:
             shown.close()
         raw = _swap(params, average) if average is not None else None  # the check reads the average
+        if cfg.follow_bn and len(x_inv):
+            probe = torch.randperm(len(x_inv), generator=g_inv)[:BN_PROBE]
+            follow_statistics(
+                student, teacher, x_inv[probe].to(device).contiguous(memory_format=torch.channels_last)
+            )
         student.eval()
         held_acc = float((predict(student, held.x, device=device).argmax(1) == held.y).float().mean()) * 100
         g_check = torch.Generator().manual_seed(cfg.seed + 104729)  # the same shots every epoch

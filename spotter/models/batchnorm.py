@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import torch
 from torch import nn
 
 
@@ -45,3 +46,56 @@ def bn_eval(model: nn.Module) -> Iterator[None]:
     finally:
         for m, mode in zip(layers, modes, strict=True):
             m.train(mode)
+
+
+@torch.no_grad()
+def follow_statistics(student: nn.Module, teacher: nn.Module, x: torch.Tensor) -> None:
+    """Re-estimate `student`'s BatchNorm running statistics as the teacher's plus the change the
+    student's weights made to each layer's input statistics on the probe images `x` (one batch).
+
+    An unlearned student whose BatchNorm statistics stayed frozen normalises with statistics its
+    changed weights no longer produce; probe images that stand for the data (model-inverted
+    images, no retain data) measure the change. Per layer and channel: mean_t + (m_s - m_t) and
+    var_t · v_s / v_t, where (m, v) are the probe's input mean and variance under each model and
+    (mean_t, var_t) the teacher's running statistics. Layers are corrected in forward order in one
+    pass, so each deeper layer sees the corrected shallower ones. The teacher must have the
+    student's architecture."""
+    s_layers, t_layers = batchnorm_layers(student), batchnorm_layers(teacher)
+    if len(s_layers) != len(t_layers):
+        raise ValueError("follow_statistics needs a teacher with the student's architecture")
+    if not s_layers:
+        return
+    teacher_stats: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def moments(inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dims = [d for d in range(inp.dim()) if d != 1]
+        return inp.mean(dims), inp.var(dims, unbiased=False)
+
+    def record(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        teacher_stats.append(moments(args[0]))
+
+    def correct(m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        i = s_layers.index(m)
+        t_mean, t_var = teacher_stats[i]
+        s_mean, s_var = moments(args[0])
+        ref = t_layers[i]
+        m.running_mean.copy_(ref.running_mean + s_mean - t_mean)
+        m.running_var.copy_(ref.running_var * s_var / t_var.clamp_min(1e-8))
+
+    modes = [(m, m.training) for model in (student, teacher) for m in model.modules()]
+    student.eval()
+    teacher.eval()
+    hooks = [m.register_forward_pre_hook(record) for m in t_layers]
+    try:
+        teacher(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    hooks = [m.register_forward_pre_hook(correct) for m in s_layers]
+    try:
+        student(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes:
+            m.training = mode

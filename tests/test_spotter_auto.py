@@ -451,3 +451,30 @@ def test_an_agreement_drop_counts_only_when_enough_held_out_images_changed():
     assert auto._tolerance(cfg, 5000) == 2.0  # many images: the points rule
     assert abs(auto._tolerance(cfg, 50) - 6.0) < 1e-9  # 50 images: three of them, not one
     assert auto._tolerance(auto.Config(agreement_min_images=0), 50) == 2.0
+
+
+def test_train_last_freezes_the_input_side_and_the_run_leaves_it_untouched():
+    from _methods_fixtures import tiny_config
+
+    model = copy.deepcopy(original())
+    names = [n for n, _ in model.named_parameters() if not n.startswith("head")]
+    sizes = dict((n, p.numel()) for n, p in model.named_parameters())
+    total = sum(sizes[n] for n in names)
+    frozen = auto.freeze_early(model, 0.5)
+    moving = [n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head")]
+    still = [n for n in names if n not in moving]
+    assert still == names[: len(still)] and moving == names[len(still) :]  # a prefix, the input side
+    assert frozen == sum(sizes[n] for n in still) and 0.5 * total <= total - frozen < 0.5 * total + max(
+        sizes.values()
+    )
+    assert all(p.requires_grad for p in model.head.parameters())  # the head is not the backbone's
+
+    teacher = original()
+    cfg = tiny_config("spotter_auto", max_epochs=1, min_epochs=1, train_last=0.5, rollback=False)
+    out = auto.unlearn(teacher, data(), cfg)
+    before, after = dict(teacher.named_parameters()), dict(out.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in still)
+    assert any(not torch.equal(before[n], after[n]) for n in moving)
+    assert all(p.requires_grad for p in out.parameters())  # handed back trainable
+    with pytest.raises(ValueError, match="train_last"):
+        auto.Config(train_last=0)

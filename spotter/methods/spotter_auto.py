@@ -62,7 +62,8 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    (the confusable retain classes' accuracies swing by several points from round to round);
    `follow_bn` re-estimates BatchNorm's running statistics before every check: the original's plus
    the change the student's weights made to the inverted images' statistics, since frozen
-   statistics no longer match what the changed weights produce for any class.
+   statistics no longer match what the changed weights produce for any class; `train_last` lets
+   only the weights nearest the output move (the early layers' features serve every class).
 """
 
 from __future__ import annotations
@@ -174,6 +175,9 @@ class Config:
     # made to the inverted images' statistics (spotter.models.batchnorm.follow_statistics; point 7)
     follow_bn: bool = False
     train_head: bool = False  # the head's rows are shared by every class (docs/method.md §5)
+    # share of the backbone's weights, counted from the output end, that may move (1: all; see
+    # point 7): the early layers hold features every class shares
+    train_last: float = 1.0
     neighbour_seed: int = 0
     seed: int = 0
 
@@ -199,6 +203,8 @@ class Config:
             raise ValueError(f"average_horizon must be >= 0, got {self.average_horizon}")
         if not 0.0 < self.mask_share <= 1.0:
             raise ValueError(f"mask_share must be in (0, 1], got {self.mask_share}")
+        if not 0.0 < self.train_last <= 1.0:
+            raise ValueError(f"train_last must be in (0, 1], got {self.train_last}")
         if not 0 <= self.proxy_tolerance <= 100:
             raise ValueError(f"proxy_tolerance must be in [0, 100] points, got {self.proxy_tolerance}")
         if self.inverted_augment not in INVERTED_AUGMENTS:
@@ -385,6 +391,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     student = student.to(memory_format=torch.channels_last)
     if not cfg.train_head:
         student.head.requires_grad_(False)
+    if cfg.train_last < 1.0:
+        freeze_early(student, cfg.train_last)
     params = [p for p in student.parameters() if p.requires_grad]
     mask = None
     if cfg.mask_share < 1.0:
@@ -511,6 +519,25 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
         student.load_state_dict(best[1])
     student.requires_grad_(True)
     return _common.finish(student, history)
+
+
+def freeze_early(model: nn.Module, share: float) -> int:
+    """Freeze the backbone's parameters (not the head's) in registration order, input side first,
+    until only about `share` of the backbone's weights, those nearest the output, still train; a
+    parameter tensor moves whole. Returns the number of weights frozen."""
+    head = {id(p) for p in model.head.parameters()}
+    backbone = [p for p in model.parameters() if id(p) not in head]
+    total = sum(p.numel() for p in backbone)
+    frozen = 0
+    for p in backbone:
+        if total - frozen - p.numel() < share * total:
+            break
+        p.requires_grad_(False)
+        frozen += p.numel()
+    log.info(
+        "spotter_auto: the first %.0f%% of the backbone's weights are frozen", 100 * frozen / max(1, total)
+    )
+    return frozen
 
 
 def fisher_ratio_mask(

@@ -1,4 +1,5 @@
-"""BatchNorm helpers: follow_statistics re-estimates running statistics from probe images."""
+"""BatchNorm helpers: follow_statistics and reestimate_statistics re-estimate running statistics
+from probe images."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from _methods_fixtures import data, original
 
 from spotter.data import to_float
-from spotter.models.batchnorm import batchnorm_layers, follow_statistics, set_mode
+from spotter.models.batchnorm import batchnorm_layers, follow_statistics, reestimate_statistics, set_mode
 
 
 def _probe() -> torch.Tensor:
@@ -48,3 +49,23 @@ def test_a_rescaled_first_layer_gets_the_teachers_function_back():
     assert torch.allclose(student(x), teacher(x), atol=1e-4)
     for b, (m, v) in zip(batchnorm_layers(teacher), kept, strict=True):  # the teacher is untouched
         assert torch.equal(b.running_mean, m) and torch.equal(b.running_var, v)
+
+
+def test_reestimate_statistics_takes_the_images_moments_and_nothing_else():
+    model, x = copy.deepcopy(original()), _probe()
+    weights = {
+        k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k
+    }
+    set_mode(model, True)
+    momenta = [b.momentum for b in batchnorm_layers(model)]
+    reestimate_statistics(model, x, batch_size=16)  # four batches, averaged
+    first = batchnorm_layers(model)[0]
+    with torch.no_grad():
+        c = model.backbone.body[0]((x - model.mean) / model.std)
+    assert torch.allclose(first.running_mean, c.mean((0, 2, 3)), atol=1e-5)
+    per_batch = torch.stack([b.var((0, 2, 3)) for b in c.split(16)]).mean(0)  # unbiased, as torch keeps
+    assert torch.allclose(first.running_var, per_batch, rtol=1e-4)
+    assert [b.momentum for b in batchnorm_layers(model)] == momenta
+    assert model.training and not first.training  # the modes came back
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in weights.items())

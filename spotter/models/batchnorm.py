@@ -99,3 +99,32 @@ def follow_statistics(student: nn.Module, teacher: nn.Module, x: torch.Tensor) -
             h.remove()
         for m, mode in modes:
             m.training = mode
+
+
+@torch.no_grad()
+def reestimate_statistics(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
+    """Replace every BatchNorm layer's running statistics by those of the images `x` (float
+    pixels in the model's input format), averaged over all batches, weights untouched (as
+    torch.optim.swa_utils.update_bn does). Without a single gradient step this is an attack on an
+    unlearned model whose forgetting lives in a mismatch between frozen statistics and changed
+    weights: an owner of a few hundred unlabelled images can run it. Restores every module's mode."""
+    layers = batchnorm_layers(model)
+    if not layers:
+        return
+    modes = [(m, m.training) for m in model.modules()]
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    model.eval()
+    for m in layers:
+        m.train()
+    device = next(model.parameters()).device
+    try:
+        for i in range(0, len(x), batch_size):
+            model(x[i : i + batch_size].to(device))
+    finally:
+        for m, momentum in zip(layers, momenta, strict=True):
+            m.momentum = momentum
+        for m, mode in modes:
+            m.training = mode

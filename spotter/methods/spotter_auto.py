@@ -62,8 +62,13 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    (the confusable retain classes' accuracies swing by several points from round to round);
    `follow_bn` re-estimates BatchNorm's running statistics before every check: the original's plus
    the change the student's weights made to the inverted images' statistics, since frozen
-   statistics no longer match what the changed weights produce for any class; `train_last` lets
-   only the weights nearest the output move (the early layers' features serve every class).
+   statistics no longer match what the changed weights produce for any class (it undid the
+   forgetting: see docs/method.md §5b).
+8. Only the last layers move, an option under study (`train_last`, the share of the backbone's
+   weights nearest the output that train; 0.75 is a ResNet-18's last stage). The damage to retain classes far
+   from the forget class comes from features every class shares; with the early layers frozen the
+   worst retain class lost less on every development context, and a round costs less
+   (benchmarks/README.md, "CPU-trained models: the last layers only").
 """
 
 from __future__ import annotations
@@ -176,7 +181,8 @@ class Config:
     follow_bn: bool = False
     train_head: bool = False  # the head's rows are shared by every class (docs/method.md §5)
     # share of the backbone's weights, counted from the output end, that may move (1: all; see
-    # point 7): the early layers hold features every class shares
+    # point 8): the early layers hold features every class shares; 0.75 is a ResNet-18's last
+    # stage (benchmarks/README.md, "CPU-trained models: the last layers only")
     train_last: float = 1.0
     neighbour_seed: int = 0
     seed: int = 0

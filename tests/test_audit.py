@@ -312,3 +312,21 @@ def test_audit_config_overrides_reach_nested_configs():
         audit_config(["relearn_grid.optimisers=sgd,momentum"])
     with pytest.raises(ValueError, match="unknown audit check"):
         audit_config(["checks=pra,magic"])
+
+
+def test_statistics_relearn_undoes_a_stale_statistics_mismatch_and_only_that(original, splits):
+    from spotter.evaluation.relearn import statistics_relearn
+
+    stale = copy.deepcopy(original)
+    with torch.no_grad():  # statistics that no longer match the weights: the mismatch it must undo
+        for m in stale.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.add_(2 * m.running_var.sqrt())
+    before = state_copy(stale)
+    res = statistics_relearn(stale, splits, images=(200,))
+    assert same_state(state_copy(stale), before)  # a copy is attacked
+    assert res["images"] == [0, 200]
+    ref = statistics_relearn(original, splits, images=(200,))
+    assert abs(ref["test_retain_acc"][1] - ref["test_retain_acc"][0]) < 5  # a matched model barely moves
+    assert res["test_retain_acc"][0] < ref["test_retain_acc"][0] - 10  # the mismatch hurt
+    assert res["test_retain_acc"][1] > ref["test_retain_acc"][0] - 5  # and re-estimation undid it

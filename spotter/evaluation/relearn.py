@@ -20,7 +20,7 @@ from spotter.data import Splits, TensorSet, batches, to_float
 from spotter.evaluation.mia import auroc, require_sklearn
 from spotter.evaluation.pra import draw_shots
 from spotter.functional.metrics import accuracy
-from spotter.models.batchnorm import freeze_bn
+from spotter.models.batchnorm import freeze_bn, reestimate_statistics
 from spotter.training.inference import predict
 
 log = logging.getLogger("spotter")
@@ -79,6 +79,38 @@ def attack_set(splits: Splits, shots: int, seed: int) -> TensorSet:
     if splits.retain is not None and len(splits.retain):
         parts.append(splits.retain.subset(spread_sample(splits.retain.y, len(idx), seed + 1)))
     return TensorSet(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+
+
+def statistics_relearn(
+    model: nn.Module,
+    splits: Splits,
+    images: tuple[int, ...] = (100, 1000),
+    seed: int = 0,
+    device: torch.device | None = None,
+) -> dict[str, list[float]]:
+    """Relearning without a gradient step: BatchNorm's running statistics re-estimated on `images`
+    unlabelled retain training images (spread over the retain classes), weights untouched.
+
+    An unlearning method that trains with frozen statistics (forget-only batches would corrupt them)
+    can leave its forgetting in the mismatch between those statistics and its changed weights;
+    anyone holding a few hundred in-distribution images, no forget image among them, then undoes
+    it. The retrained and original models barely move under it (their statistics already match
+    their weights), so they are the reference. Returns, over [0, *images] (0: unchanged), the test
+    forget and test retain accuracy (percent); a model without BatchNorm returns its own accuracy.
+    """
+    if splits.retain is None or not len(splits.retain):
+        raise ValueError("statistics_relearn needs retain images to re-estimate statistics on")
+    device = device or next(model.parameters()).device
+    out: dict[str, list[float]] = {"images": [0, *images], "test_forget_acc": [], "test_retain_acc": []}
+    for n in out["images"]:
+        attacked = copy.deepcopy(model).to(device)
+        if n:
+            idx = spread_sample(splits.retain.y, n, seed)
+            reestimate_statistics(attacked, to_float(splits.retain.x[idx]).to(device))
+        attacked.eval()
+        for name, part in (("test_forget_acc", splits.test_forget), ("test_retain_acc", splits.test_retain)):
+            out[name].append(accuracy(predict(attacked, part.x, device=device), part.y))
+    return out
 
 
 def finetune_relearn(

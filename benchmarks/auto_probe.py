@@ -24,6 +24,7 @@ from spotter.audit.checks import pra_report
 from spotter.bench.job import Context
 from spotter.bench.spec import load_spec
 from spotter.data import to_float
+from spotter.evaluation.relearn import spread_sample
 from spotter.functional.inversion import InversionConfig, invert
 from spotter.methods import spotter_auto
 from spotter.models.batchnorm import reestimate_statistics
@@ -67,7 +68,7 @@ def confusion_of(model: torch.nn.Module, ctx: Context, classes: list[int]) -> di
 def after_reestimate(model: torch.nn.Module, ctx: Context, count: int = 1000) -> list[float]:
     """Per-class test accuracy after BatchNorm's running statistics are re-estimated on `count`
     retain training images (no gradient step): does the forgetting live in stale statistics?"""
-    pick = torch.randperm(len(ctx.splits.retain.x), generator=torch.Generator().manual_seed(7))[:count]
+    pick = spread_sample(ctx.splits.retain.y, count, seed=7)  # as statistics_relearn draws them
     model = copy.deepcopy(model)
     reestimate_statistics(model, to_float(ctx.splits.retain.x[pick]).to(ctx.device))
     return per_class(model, ctx)

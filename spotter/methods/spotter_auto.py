@@ -65,10 +65,10 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    statistics no longer match what the changed weights produce for any class (it undid the
    forgetting: see docs/method.md §5b).
 8. Only the last layers move, an option under study (`train_last`, the share of the backbone's
-   weights nearest the output that train; 0.75 is a ResNet-18's last stage). The damage to retain classes far
-   from the forget class comes from features every class shares; with the early layers frozen the
-   worst retain class lost less on every development context, and a round costs less
-   (benchmarks/README.md, "CPU-trained models: the last layers only").
+   weights nearest the output that train; 0.75 is a ResNet-18's last stage). The damage to
+   retain classes far from the forget class comes from features every class shares; with the
+   early layers frozen the worst retain class lost less on every development context, and a
+   round costs less (benchmarks/README.md, "CPU-trained models: the last layers only").
 """
 
 from __future__ import annotations

@@ -104,8 +104,9 @@ def follow_statistics(student: nn.Module, teacher: nn.Module, x: torch.Tensor) -
 @torch.no_grad()
 def reestimate_statistics(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
     """Replace every BatchNorm layer's running statistics by those of the images `x` (float
-    pixels in the model's input format), averaged over all batches, weights untouched (as
-    torch.optim.swa_utils.update_bn does). Without a single gradient step this is an attack on an
+    pixels in the model's input format), averaged over all batches, weights untouched. Unlike
+    torch.optim.swa_utils.update_bn, every other layer stays in eval mode (dropout off: the
+    statistics are those inference sees) and each module gets its own mode back. Without a single gradient step this is an attack on an
     unlearned model whose forgetting lives in a mismatch between frozen statistics and changed
     weights: an owner of a few hundred unlabelled images can run it. Restores every module's mode."""
     layers = batchnorm_layers(model)

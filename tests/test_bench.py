@@ -20,7 +20,7 @@ KEYS = (
     "job", "spec", "label", "method", "kind", "replicate", "dataset", "forget_classes", "model", "seeds",
     "config", "git", "wall_s", "time_s", "forget_acc", "retain_acc", "test_forget_acc", "test_retain_acc",
     "ou_pgd", "ou_gaussian", "ou_sweep", "pra_forget_acc", "pra_curve", "pra_shots", "mia_efficacy",
-    "dispersion", "history", "features",
+    "dispersion", "history", "features", "statistics_forget_acc", "statistics_retain_acc",
 )  # fmt: skip
 
 

@@ -200,13 +200,20 @@ def test_classes_summary_reads_the_worst_relearning_gap_against_the_retrained_ro
     ours_grid = _grid({"sgd": [0.0, 30.0, 25.0], "adam": [0.0, 2.0, 45.0]})  # gaps: 25 / 5 and 2 / 15
     rows = [
         _sweep_row("original", [95.0, 90.0, 92.0, 94.0], forget_acc=99.0, test_forget_acc=95.0),
-        _sweep_row("retrained", [0.0, 90.0, 91.0, 94.0], ou_pgd=0.05, relearn_grid=retrained_grid),
-        _sweep_row("ours", [0.0, 90.0, 91.0, 94.0], relearn_grid=ours_grid),
+        _sweep_row(
+            "retrained",
+            [0.0, 90.0, 91.0, 94.0],
+            ou_pgd=0.05,
+            relearn_grid=retrained_grid,
+            statistics_forget_acc=0.5,
+        ),
+        _sweep_row("ours", [0.0, 90.0, 91.0, 94.0], relearn_grid=ours_grid, statistics_forget_acc=40.0),
     ]
     (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     ours = summary.contexts(summary.read_rows(tmp_path / "results.jsonl"))[(0,), 0]["ours"]
     assert (ours["relearn_gap_25"], ours["relearn_gap_100"]) == (25.0, 15.0)  # the worst attacker per budget
     assert summary.RELEARN_BAR[1](ours) is False  # 15 > 10 points at 100 steps
+    assert ours["statistics_gap"] == pytest.approx(39.5)  # re-estimated statistics, against the retrained
     assert "0 of 1 |" in summary.summarise(tmp_path).split("| ours |")[1].splitlines()[0]
 
 

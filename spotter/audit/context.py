@@ -27,7 +27,9 @@ from spotter.training.inference import predict
 log = logging.getLogger("spotter")
 
 
-CHECKS = ("near", "ou_sweep", "pra", "finetune", "relearn_grid", "relearn_time", "probe", "mia")
+CHECKS = (
+    "near", "ou_sweep", "pra", "finetune", "statistics", "relearn_grid", "relearn_time", "probe", "mia",
+)  # fmt: skip
 
 
 @dataclass
@@ -44,6 +46,9 @@ class AuditConfig:
     pra_curve_shots: int = 5  # the K whose α curve is drawn (docs/method.md §4 default)
     pra_seed: int = 0
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    # BatchNorm statistics re-estimated on this many unlabelled retain images, no gradient step
+    # (spotter.evaluation.relearn.statistics_relearn): forgetting kept in stale statistics comes back
+    statistics_images: tuple[int, ...] = (100, 1000)
     # the relearning grid: many few-shot attackers, judged by their gap to the retrained model
     relearn_grid: RelearnGridConfig = field(default_factory=RelearnGridConfig)
     relearn: RelearnTimeConfig = field(default_factory=RelearnTimeConfig)
@@ -60,6 +65,10 @@ class AuditConfig:
             raise ValueError(f"unknown PRA variant {bad[0]!r}; valid choices: {', '.join(VARIANTS)}")
         if any(not 0 < e <= 1 for e in self.ou_eps):
             raise ValueError(f"ou_eps must lie in (0, 1] (pixels), got {list(self.ou_eps)}")
+        if not self.statistics_images or min(self.statistics_images) < 1:
+            raise ValueError(
+                f"statistics_images must be positive image counts, got {list(self.statistics_images)}"
+            )
         if self.near_k < 1 or self.probe_samples < 4:
             raise ValueError("near_k must be >= 1 and probe_samples >= 4")
 

@@ -69,6 +69,9 @@ AUDIT_MEASURES = {
                 "relearn as never having learned; the retrained model's own gap is 0)"),
         Measure("relearn_gap_400", "relearning gap, 400 steps", LOWER, 2, "pts",
                 "the same after 400 fine-tuning steps"),
+        Measure("statistics_forget_acc", "statistics relearning forget acc", LOWER, 2, "%",
+                "forget test accuracy after BatchNorm's running statistics are re-estimated on the "
+                "largest number of unlabelled retain images (statistics_images), weights untouched"),
         Measure("relearn_time_ratio", "relearn-time ratio", HIGHER, 2, "",
                 "steps until an attacker of the relearning grid reaches the target forget accuracy, "
                 "divided by the retrained model's steps under the same attacker; the smallest over "
@@ -100,6 +103,7 @@ ROWS: list[tuple[str, Callable[[dict], Any]]] = [
     ("pra_strongest", _strongest_pra),
     ("dispersion", get("eval", "dispersion")),
     ("finetune_forget_acc", get("finetune", "test_forget_acc", -1)),
+    ("statistics_forget_acc", get("statistics", "test_forget_acc", -1)),
     ("relearn_gap_100", _worst_gap(100)),
     ("relearn_gap_400", _worst_gap(400)),
     ("relearn_time_ratio", get("relearn_gap", "time_ratio")),
@@ -279,6 +283,9 @@ CHECKS: list[Check] = [
     Check("Few-shot fine-tuning: forget test accuracy after relearning (largest step budget)",
           "few-shot fine-tuning", "finetune_forget_acc", "finetune", get("finetune", "test_forget_acc", -1),
           "lower", ATTACK_TOL),
+    Check("BatchNorm statistics re-estimated on unlabelled retain images (no gradient step): forget test "
+          "accuracy after the largest number of images", "statistics relearning", "statistics_forget_acc",
+          "statistics", get("statistics", "test_forget_acc", -1), "lower", ATTACK_TOL),
     Check("Relearning grid: worst gap over every attacker (forget test accuracy minus the retrained "
           "model's under the same attacker) after 100 fine-tuning steps", "relearning gap (100 steps)",
           "relearn_gap_100", "relearn_grid", _worst_gap(100), "lower", GAP_100_TOL, needs_retrained=True,

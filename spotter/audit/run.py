@@ -2,7 +2,8 @@
 unlearned side by side, so each number can be read against the two references.
 
 Checks: accuracies and the damage near the forget class; OU@ε (PGD toward/away, Gaussian) and its
-sweep over ε; PRA over α, K and prototype variants; few-shot fine-tuning; the relearning grid (many
+sweep over ε; PRA over α, K and prototype variants; few-shot fine-tuning; BatchNorm statistics
+re-estimated on retain images (no gradient step); the relearning grid (many
 few-shot attackers) and its gap to the retrained model; relearn time; a linear probe on frozen
 features; membership inference. `audit.report.write_report` renders the result.
 """
@@ -30,6 +31,7 @@ from spotter.data import Splits
 from spotter.evaluation.relearn import (
     finetune_relearn,
     relearn_time,
+    statistics_relearn,
 )
 from spotter.evaluation.relearn_grid import relearn_grid, relearning_gap
 from spotter.progress import task
@@ -50,6 +52,7 @@ def _audit_one(sh: Shared, model: nn.Module) -> dict[str, Any]:
         "ou_sweep": lambda: ou_sweep(sh, model),
         "pra": lambda: pra_report(sh, model, feats),
         "finetune": lambda: finetune_relearn(model, s, cfg.finetune, dev),
+        "statistics": lambda: statistics_relearn(model, s, cfg.statistics_images, cfg.seed, dev),
         "relearn_grid": lambda: relearn_grid(model, s, cfg.relearn_grid, dev),
         "relearn_time": lambda: relearn_time(
             model, train_set(s), sh.forget_probe, sh.target_loss, cfg.relearn, dev
@@ -93,7 +96,7 @@ def audit(
     """Run every check for original, retrained (when given) and unlearned; a JSON-able dict.
 
     result["results"][name] holds, per model: eval (the Evaluator's row), near, ou_sweep, pra,
-    finetune, relearn_grid, relearn_time, probe, mia (those in cfg.checks), and relearn_gap (the
+    finetune, statistics, relearn_grid, relearn_time, probe, mia (those in cfg.checks), and relearn_gap (the
     model's relearning grid against the retrained model's) when the grid ran and a retrained model
     was given. No model's weights change (attacks work on copies); the models are moved to `device`
     and put in eval mode.

@@ -156,6 +156,30 @@ def _finetune(result: dict) -> list[str]:
     ]
 
 
+def _statistics(result: dict) -> list[str]:
+    models, st = result["models"], _ran(result, "statistics")
+    if not any(st.values()):
+        return []
+    images = next(s for s in st.values() if s)["images"]
+
+    def cell(m: str, i: int) -> str:
+        part = st[m]
+        return "-" if not part else f"{part['test_forget_acc'][i]:.2f} / {part['test_retain_acc'][i]:.2f}"
+
+    rows = [[str(n) if n else "0 (as given)", *(cell(m, i) for m in models)] for i, n in enumerate(images)]
+    return [
+        "",
+        "## BatchNorm statistics relearning (lower forget accuracy is better)",
+        "",
+        "Forget test accuracy / retain test accuracy after BatchNorm's running statistics are "
+        "re-estimated on that many unlabelled retain training images, weights untouched. A model "
+        "whose forgetting lives in statistics its weights no longer produce gets the class back; the "
+        "original and the retrained model barely move.",
+        "",
+        *table_lines(["retain images", *models], rows),
+    ]
+
+
 def _one(value: Any, sign: str = "") -> str:
     """A percentage with one decimal ("-" when missing or NaN); sign="+" prints the sign."""
     ok = isinstance(value, int | float) and not math.isnan(value)
@@ -263,7 +287,7 @@ def _skipped(result: dict) -> list[str]:
     return ["", "## Skipped", "", *items] if items else []
 
 
-SECTIONS = (_per_class, _near, _ou_sweep, _pra, _finetune, _relearn_grid, _relearn, _skipped)
+SECTIONS = (_per_class, _near, _ou_sweep, _pra, _finetune, _statistics, _relearn_grid, _relearn, _skipped)
 
 
 def detail_sections(result: dict) -> list[str]:

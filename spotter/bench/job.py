@@ -26,6 +26,7 @@ from spotter.bench.store import FEATURES, file_lock
 from spotter.config import apply_overrides
 from spotter.data import DataConfig, prepare
 from spotter.evaluation.evaluator import EvalConfig
+from spotter.evaluation.relearn import statistics_relearn
 from spotter.evaluation.relearn_grid import RelearnGridConfig, relearn_grid
 from spotter.io import atomic_write
 from spotter.models import model_spec
@@ -37,6 +38,7 @@ from spotter.training.zoo import cache_key, default_cache_dir, reference_model
 log = logging.getLogger("spotter")
 
 CHECKS = ("ou_sweep", "pra", "mia")  # besides the Evaluator's row: OU@ε vs ε, PRA vs K, MIA
+STATISTICS_IMAGES = 1000  # the audit's largest statistics_images (docs/method.md, statistics relearning)
 
 
 class Context:
@@ -75,8 +77,8 @@ class Context:
 
 
 def measure(ctx: Context, model: torch.nn.Module) -> dict[str, Any]:
-    """The Evaluator's row plus OU@ε over ε, PRA over K, the reduced relearning grid and the MIAs
-    (audit checks)."""
+    """The Evaluator's row plus OU@ε over ε, PRA over K, the reduced relearning grid, statistics
+    relearning at STATISTICS_IMAGES retain images and the MIAs (audit checks)."""
     sh, s, dev = ctx.shared, ctx.splits, ctx.device
     model = model.to(dev).eval()
     row, feats, logits = sh.evaluator.measure(model)
@@ -89,6 +91,10 @@ def measure(ctx: Context, model: torch.nn.Module) -> dict[str, Any]:
     }
     # the reduced relearning grid (docs/method.md §9): summaries read the gap against the retrained row
     row["relearn_grid"] = relearn_grid(model, s, RelearnGridConfig.reduced(), dev)
+    # relearning without a gradient step: BatchNorm statistics re-estimated on 1000 retain images
+    stats = statistics_relearn(model, s, (STATISTICS_IMAGES,), sh.cfg.seed, dev)
+    row["statistics_forget_acc"] = stats["test_forget_acc"][-1]
+    row["statistics_retain_acc"] = stats["test_retain_acc"][-1]
     try:
         row.update(mia_check(sh, model, logits))
     except ImportError as err:  # scikit-learn missing

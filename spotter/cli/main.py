@@ -198,7 +198,8 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
         "audit",
         help="audit an unlearned checkpoint: relearning attacks, MIA, OU@ε, PRA; writes a report",
         description="Run every check (accuracies, damage near the forget class, OU@ε and its ε sweep, "
-        "PRA over α, K and prototype variants, few-shot fine-tuning, relearn time, a linear probe, "
+        "PRA over α, K and prototype variants, few-shot fine-tuning, BatchNorm statistics re-estimated "
+        "on retain images, the relearning grid, relearn time, a linear probe, "
         "membership inference) for the original, retrained (when given) and unlearned models, side by "
         "side; writes OUT/audit.html (one self-contained page, the verdict first), OUT/audit.md, "
         "OUT/audit.json and PNG plots. Use the --dataset/--val-size/"

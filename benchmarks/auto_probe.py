@@ -4,7 +4,9 @@ Builds the context of SPEC's first job for --forget (cached original and retrain
 spotter_auto once per JSON object of overrides and appends a row per setting to --out: per-class
 test accuracy of the result and after every round (a diagnostic the method never sees: it reads
 no retain data), PRA (cosine, l2, scaled at K 5 and 20) and the time. Faster than a bench row (no
-OU@ε sweep, MIA or relearning grid), for choosing what to run on the full sweep.
+OU@ε sweep or MIA), for choosing what to run on the full sweep. With --relearn it also runs the
+bench's reduced relearning grid on the result and on the retrained model and records the worst gap
+per budget; with --save DIR it writes each result's weights there (to audit or attack them later).
 
     python benchmarks/auto_probe.py benchmarks/dev_inversion.toml --forget 5 '{}' '{"lambda3_max": 4}'
 """
@@ -16,6 +18,7 @@ import copy
 import json
 import logging
 import time
+from pathlib import Path
 
 import torch
 
@@ -25,9 +28,11 @@ from spotter.bench.job import Context
 from spotter.bench.spec import load_spec
 from spotter.data import to_float
 from spotter.evaluation.relearn import spread_sample
+from spotter.evaluation.relearn_grid import RelearnGridConfig, relearn_grid, relearning_gap
 from spotter.functional.inversion import InversionConfig, invert
 from spotter.methods import spotter_auto
 from spotter.models.batchnorm import reestimate_statistics
+from spotter.training.checkpoint import save_model
 from spotter.training.inference import predict
 
 
@@ -86,6 +91,8 @@ def main() -> None:
         help="also invert N fresh images per retain class (never trained on) and log the student's "
         "per-class agreement with the original on them each round: do stand-ins see the damage?",
     )  # fmt: skip
+    p.add_argument("--relearn", action="store_true", help="run the reduced relearning grid (slower)")
+    p.add_argument("--save", metavar="DIR", help="write each unlearned model to DIR/TAG-FORGET-N.safetensors")
     args = p.parse_intermixed_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     forget = [int(c) for c in args.forget.split(",")]
@@ -171,7 +178,12 @@ def main() -> None:
         return check(student, *a, **k)
 
     spotter_auto.strongest_attack = watched
-    for text in args.settings or ["{}"]:
+    retrained_grid = None
+    if args.relearn:
+        retrained_grid = relearn_grid(
+            ctx.models["retrained"], ctx.splits, RelearnGridConfig.reduced(), ctx.device
+        )
+    for n_setting, text in enumerate(args.settings or ["{}"]):
         rounds.clear()
         inverted_rounds.clear()
         kl_rounds.clear()
@@ -217,10 +229,23 @@ def main() -> None:
                 for h in getattr(model, "unlearn_history", []) or []
             ],
         }
+        if retrained_grid is not None:
+            gap = relearning_gap(relearn_grid(model, ctx.splits, RelearnGridConfig.reduced(), ctx.device),
+                                 retrained_grid)  # fmt: skip
+            out["relearn_gap"] = {k: gap[k] for k in ("budgets", "worst", "worst_attacker")}
+        if args.save:
+            path = (
+                Path(args.save)
+                / f"{args.tag or 'probe'}-{args.forget.replace(',', '_')}-{n_setting}.safetensors"
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_model(path, model, ctx.spec, {"settings": text})
+            out["saved"] = str(path)
         with open(args.out, "a") as fh:
             fh.write(json.dumps(out) + "\n")
         print(json.dumps({k: out[k] for k in ("settings", "time_s", "test_forget_acc", "delta_retain",
-                                               "worst", "per_class_delta", "reestimated_delta", "pra")}), flush=True)  # fmt: skip
+                                               "worst", "per_class_delta", "reestimated_delta", "pra")}),
+              out.get("relearn_gap"), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -178,8 +178,9 @@ def main() -> None:
         return check(student, *a, **k)
 
     spotter_auto.strongest_attack = watched
-    retrained_grid = None
+    retrained_grid, reset_stand_ins = None, torch.zeros(0)
     if args.relearn:
+        reset_stand_ins = fresh_inverted(original, ctx, forget, 16)[0]
         retrained_grid = relearn_grid(
             ctx.models["retrained"], ctx.splits, RelearnGridConfig.reduced(), ctx.device
         )
@@ -233,6 +234,18 @@ def main() -> None:
             gap = relearning_gap(relearn_grid(model, ctx.splits, RelearnGridConfig.reduced(), ctx.device),
                                  retrained_grid)  # fmt: skip
             out["relearn_gap"] = {k: gap[k] for k in ("budgets", "worst", "worst_attacker")}
+            if not cfg.reset_forget_rows:  # the same model with the forget rows reset afterwards
+                reset = copy.deepcopy(model)
+                stand_ins = reset_stand_ins if len(reset_stand_ins) else to_float(ctx.splits.forget.x[:512])
+                feats_ref = predict(reset, stand_ins, device=ctx.device, features=True)
+                spotter_auto.reset_forget_rows(reset.head, tuple(forget), feats_ref)
+                gap = relearning_gap(
+                    relearn_grid(reset, ctx.splits, RelearnGridConfig.reduced(), ctx.device), retrained_grid
+                )
+                reset_row = ctx.shared.evaluator.measure(reset.eval())[0]
+                out["relearn_gap_reset_rows"] = {k: gap[k] for k in ("budgets", "worst", "worst_attacker")}
+                out["reset_rows_eval"] = {k: reset_row[k] for k in ("test_forget_acc", "test_retain_acc",
+                                                                    "pra_forget_acc")}  # fmt: skip
         if args.save:
             path = (
                 Path(args.save)
@@ -245,7 +258,7 @@ def main() -> None:
             fh.write(json.dumps(out) + "\n")
         print(json.dumps({k: out[k] for k in ("settings", "time_s", "test_forget_acc", "delta_retain",
                                                "worst", "per_class_delta", "reestimated_delta", "pra")}),
-              out.get("relearn_gap"), flush=True)  # fmt: skip
+              out.get("relearn_gap"), out.get("relearn_gap_reset_rows"), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

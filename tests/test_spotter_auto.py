@@ -4,6 +4,7 @@ its maths is changed."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -478,3 +479,50 @@ def test_train_last_freezes_the_input_side_and_the_run_leaves_it_untouched():
     assert all(p.requires_grad for p in out.parameters())  # handed back trainable
     with pytest.raises(ValueError, match="train_last"):
         auto.Config(train_last=0)
+
+
+def test_reset_forget_rows_writes_a_short_row_against_the_data_and_touches_nothing_else():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(6, 4)
+    features = torch.rand(50, 6) + 0.5  # post-ReLU features: positive
+    before = head.weight.detach().clone(), head.bias.detach().clone()
+    auto.reset_forget_rows(head, (1,), features)
+    retain = [0, 2, 3]
+    assert torch.equal(head.weight[retain], before[0][retain]) and torch.equal(
+        head.bias[retain], before[1][retain]
+    )
+    row = head.weight[1].detach()
+    assert row.norm() == pytest.approx(auto.RESET_ROW_SHARE * float(before[0][retain].norm(dim=1).mean()))
+    assert torch.nn.functional.cosine_similarity(row, features.mean(0), dim=0) == pytest.approx(-1.0)
+    assert float(head.bias[1].detach()) == float(before[1][retain].min())
+    with torch.no_grad():
+        assert not (head(features).argmax(1) == 1).any()  # the class is now nobody's answer
+    # with the sign flipped (a row along the data) the class would win here: the test can fail
+    with torch.no_grad():
+        head.weight[1] = -head.weight[1] * 10
+        assert (head(features).argmax(1) == 1).any()
+
+
+def test_track_bn_moves_the_running_statistics_and_reset_forget_rows_changes_only_the_forget_row():
+    from _methods_fixtures import tiny_config
+
+    from spotter.models.batchnorm import batchnorm_layers
+
+    teacher = original()
+    cfg = tiny_config("spotter_auto", max_epochs=1, min_epochs=1, rollback=False)
+    frozen = auto.unlearn(teacher, data(), cfg)
+    tracked = auto.unlearn(teacher, data(), dataclasses.replace(cfg, track_bn=True, reset_forget_rows=True))
+    pairs = list(
+        zip(batchnorm_layers(teacher), batchnorm_layers(frozen), batchnorm_layers(tracked), strict=True)
+    )
+    assert pairs and all(
+        torch.equal(t.running_mean, f.running_mean) for t, f, _ in pairs
+    )  # frozen by default
+    assert any(
+        not torch.allclose(t.running_mean, k.running_mean) for t, _, k in pairs
+    )  # tracked: they follow
+    classes = list(data().forget_classes)
+    keep = [c for c in range(teacher.head.weight.shape[0]) if c not in classes]
+    assert torch.equal(tracked.head.weight[keep], teacher.head.weight[keep])
+    assert not torch.equal(tracked.head.weight[classes], teacher.head.weight[classes])
+    assert torch.equal(frozen.head.weight, teacher.head.weight)

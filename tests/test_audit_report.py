@@ -85,6 +85,8 @@ def _model(
         "relearn_grid": _grid(relearned),
         "relearn_time": {"draws": draws, "reached": True, "losses": [3.0, 2.0, 1.0][: draws + 1],
                          "target_loss": 1.0},
+        "statistics": {"images": [0, 100], "test_forget_acc": [forget, forget],
+                       "test_retain_acc": [88.0, 87.5]},
         "probe": {"auroc": probe},
         "mia": {"mia_efficacy": mia, "mia_member_rate": 100 - mia, "entropy_member_rate": 50.0,
                 "entropy_auroc": 0.5},

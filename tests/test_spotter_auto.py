@@ -526,3 +526,52 @@ def test_track_bn_moves_the_running_statistics_and_reset_forget_rows_changes_onl
     assert torch.equal(tracked.head.weight[keep], teacher.head.weight[keep])
     assert not torch.equal(tracked.head.weight[classes], teacher.head.weight[classes])
     assert torch.equal(frozen.head.weight, teacher.head.weight)
+
+
+def test_simulated_finetune_gradient_lowers_what_the_attacker_wins_back_and_leaves_the_student():
+    d, teacher = data(), original()
+    classes = tuple(d.forget_classes)
+    cfg = auto.Config(finetune_steps=3, finetune_shots=5, finetune_lrs=(1e-3, 1e-3))
+    none = torch.zeros(0)
+
+    def attack(model: torch.nn.Module) -> tuple[list[torch.Tensor], float]:
+        grads, recovered = auto.simulated_finetune(
+            model,
+            d.forget,
+            none,
+            none.long(),
+            classes,
+            cfg,
+            torch.Generator().manual_seed(3),
+            torch.device("cpu"),
+        )
+        return grads, float(recovered)
+
+    student = copy.deepcopy(teacher)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    grads, recovered = attack(student)
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())  # a copy is attacked
+    assert recovered > 90  # the original: the attack keeps the class
+    moved = {}
+    for sign in (1, -1):  # descent along the meta-gradient defends; the flipped sign helps the attacker
+        m = copy.deepcopy(student)
+        with torch.no_grad():
+            for p, g in zip(m.parameters(), grads, strict=True):
+                p.sub_(sign * 0.03 * g)
+        moved[sign] = attack(m)[1]
+    assert moved[1] < 10 < recovered <= moved[-1]
+    with pytest.raises(ValueError, match="finetune_lrs"):
+        auto.Config(finetune_lrs=(1e-3, 1e-4))
+
+
+def test_finetune_weight_runs_the_simulated_attacker_and_logs_what_it_wins_back():
+    from _methods_fixtures import tiny_config
+
+    cfg = tiny_config("spotter_auto", max_epochs=1, min_epochs=1, rollback=False, finetune_weight=1.0,
+                      finetune_steps=2)  # fmt: skip
+    out = auto.unlearn(original(), data(), cfg)
+    history = out.unlearn_history
+    assert history and history[0]["finetune_attack"] > 0
+    off = auto.unlearn(original(), data(), dataclasses.replace(cfg, finetune_weight=0.0))
+    assert off.unlearn_history[0]["finetune_attack"] == 0
+    assert not all(torch.equal(a, b) for a, b in zip(out.parameters(), off.parameters(), strict=True))

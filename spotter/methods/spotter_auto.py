@@ -82,10 +82,21 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    retrained without the class has a short row pointing against every feature (cosine with the
    mean feature about -0.9). The option writes such a row at the end; no prototype attack is
    affected (it overwrites the row), and the forget logit only falls.
+11. A simulated fine-tuning attacker, an option under study (`finetune_weight`; TAR, Tamirisa et
+   al. ICLR 2025, first-order). Every PRA-resistant result so far came back after 25 Adam steps on
+   five forget and five retain images, where the retrained model stays at 0%
+   (benchmarks/README.md, "Relearning"). Before each training step a copy of the student is
+   fine-tuned for `finetune_steps` Adam steps (lr drawn log-uniformly from `finetune_lrs`, BatchNorm
+   in eval mode, the relearning grid's strongest attacker) on `finetune_shots` forget images and as
+   many inverted stand-ins with the original's labels (retain-free); the forget classes'
+   probability that copy gives other forget images, as −log(1 − p), is the loss, and its gradient
+   at the copy's weights is added to the student's (the first-order meta-gradient).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import math
 from collections.abc import Iterator
@@ -207,6 +218,12 @@ class Config:
     # point 8): the early layers hold features every class shares; 0.75 is a ResNet-18's last
     # stage (benchmarks/README.md, "CPU-trained models: the last layers only")
     train_last: float = 1.0
+    # weight of the simulated fine-tuning attacker's loss (0: off; see point 11), its Adam steps,
+    # forget shots (the relearning grid's K) and learning-rate range (the grid's Adam lrs)
+    finetune_weight: float = 0.0
+    finetune_steps: int = 8
+    finetune_shots: int = 5
+    finetune_lrs: tuple[float, float] = (1e-4, 1e-3)
     neighbour_seed: int = 0
     seed: int = 0
 
@@ -232,6 +249,16 @@ class Config:
             raise ValueError(f"average_horizon must be >= 0, got {self.average_horizon}")
         if not 0.0 < self.mask_share <= 1.0:
             raise ValueError(f"mask_share must be in (0, 1], got {self.mask_share}")
+        self.finetune_lrs = tuple(float(v) for v in self.finetune_lrs)
+        if self.finetune_weight < 0 or self.finetune_steps < 1 or self.finetune_shots < 1:
+            raise ValueError(
+                f"finetune_weight must be >= 0, finetune_steps and finetune_shots >= 1, got "
+                f"{self.finetune_weight}, {self.finetune_steps}, {self.finetune_shots}"
+            )
+        if len(self.finetune_lrs) != 2 or not 0 < self.finetune_lrs[0] <= self.finetune_lrs[1]:
+            raise ValueError(
+                f"finetune_lrs must be (low, high) with 0 < low <= high, got {self.finetune_lrs}"
+            )
         if not 0.0 < self.train_last <= 1.0:
             raise ValueError(f"train_last must be in (0, 1], got {self.train_last}")
         if not 0 <= self.proxy_tolerance <= 100:
@@ -447,7 +474,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     best: tuple[float, dict] | None = None  # (attack, weights) of the best epoch that kept the anchors
     floor = inv_floor = 100.0
     names = ("loss", "kd_clean", "kd_neighbour", "dispersion", "prototype", "kd_anchor", "kd_inverted",
-             "feature_inverted")  # fmt: skip
+             "feature_inverted", "finetune_attack")  # fmt: skip
+    g_finetune = torch.Generator().manual_seed(cfg.seed + 611953)
     lr, last_kept = cfg.lr, None  # the weights of the last round that kept the retain proxies
     # sizes from the forget set: a small set gets smaller batches and rounds of at least
     # min_round_steps steps, so a round moves the model as much as an epoch of a large set does
@@ -484,14 +512,24 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             loss = cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp
             loss = loss + lambda3 * proto + anchor_weight * (kd_anchor + kd_inv)
             loss = loss + cfg.feature_weight * feat_inv
-            total = _common.step(opt, loss, student, what="spotter_auto loss")
+            meta, recovered = None, torch.zeros(())
+            if cfg.finetune_weight > 0:
+                meta, recovered = simulated_finetune(
+                    student, train, x_inv, t_inv.argmax(1) if len(t_inv) else t_inv, classes, cfg,
+                    g_finetune, device,
+                )  # fmt: skip
+            add_meta = (
+                None if meta is None else functools.partial(_add_gradients, params, meta, cfg.finetune_weight)
+            )
+            total = _common.step(opt, loss, student, before_step=add_meta, what="spotter_auto loss")
             if mask is not None:
                 _common.hold_outside_mask(params, mask, theta_o, opt)
             if average is not None:
                 with torch.no_grad():
                     for a, p in zip(average, params, strict=True):
                         a.lerp_(p, average_rate)
-            terms = [total] + [t.item() for t in (kd_clean, kd_nb, disp, proto, kd_anchor, kd_inv, feat_inv)]
+            terms = [total] + [t.item() for t in (kd_clean, kd_nb, disp, proto, kd_anchor, kd_inv, feat_inv,
+                                                  recovered)]  # fmt: skip
             sums += torch.tensor(terms) * len(idx)
             seen += len(idx)
         if shown is not None:
@@ -557,6 +595,57 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
         reset_forget_rows(student.head, classes, feats)
     student.requires_grad_(True)
     return _common.finish(student, history)
+
+
+def _add_gradients(params: list[nn.Parameter], grads: list[torch.Tensor], weight: float) -> None:
+    for p, g in zip(params, grads, strict=True):
+        if p.grad is None:
+            p.grad = weight * g
+        else:
+            p.grad.add_(g, alpha=weight)
+
+
+def simulated_finetune(
+    student: nn.Module, forget: TensorSet, stand_x: torch.Tensor, stand_y: torch.Tensor,
+    classes: tuple[int, ...], cfg: Config, generator: torch.Generator, device: torch.device,
+) -> tuple[list[torch.Tensor], torch.Tensor]:  # fmt: skip
+    """(the first-order meta-gradient for each of the student's trainable parameters, the mean
+    forget-class probability after the attack) of one simulated fine-tuning attack (see point 11).
+
+    A copy of the student (every parameter trainable, BatchNorm in eval mode) takes
+    `cfg.finetune_steps` Adam steps of cross-entropy on `cfg.finetune_shots` forget images and as
+    many stand-ins (`stand_x`, labels `stand_y`; none: forget images only), its lr drawn
+    log-uniformly from `cfg.finetune_lrs`. The loss −log(1 − p_forget), p_forget the probability the
+    attacked copy gives the forget classes on other forget images, is bounded by p ≤ 1 − 1e-4; its
+    gradient at the copy's weights stands for the gradient at the student's (first-order MAML)."""
+    shots = min(cfg.finetune_shots, len(forget) - 1)
+    order = torch.randperm(len(forget), generator=generator)
+    pick, rest = order[:shots], order[shots:][: max(4 * shots, 32)]
+    x = to_float(forget.x[pick])
+    y = forget.y[pick]
+    if len(stand_x):
+        s_pick = torch.randperm(len(stand_x), generator=generator)[:shots]
+        x, y = torch.cat([x, stand_x[s_pick].float()]), torch.cat([y, stand_y[s_pick]])
+    x, y = x.to(device), y.to(device)
+    low, high = cfg.finetune_lrs
+    lr = math.exp(
+        math.log(low) + float(torch.rand((), generator=generator)) * (math.log(high) - math.log(low))
+    )
+    attacker = copy.deepcopy(student).eval()
+    attacker.requires_grad_(True)
+    opt = torch.optim.Adam(attacker.parameters(), lr=lr)
+    for _ in range(cfg.finetune_steps):
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(attacker(x), y).backward()
+        opt.step()
+    trainable = [
+        q for p, q in zip(student.parameters(), attacker.parameters(), strict=True) if p.requires_grad
+    ]
+    probs = attacker(to_float(forget.x[rest]).to(device)).softmax(1)[:, list(classes)].sum(1)
+    loss = -torch.log1p(-probs.clamp(max=1 - 1e-4)).mean()
+    grads = torch.autograd.grad(loss, trainable, allow_unused=True)
+    grads = [torch.zeros_like(q) if g is None else g.detach() for q, g in zip(trainable, grads, strict=True)]
+    return grads, probs.mean().detach() * 100
 
 
 @torch.no_grad()

@@ -575,3 +575,20 @@ def test_finetune_weight_runs_the_simulated_attacker_and_logs_what_it_wins_back(
     off = auto.unlearn(original(), data(), dataclasses.replace(cfg, finetune_weight=0.0))
     assert off.unlearn_history[0]["finetune_attack"] == 0
     assert not all(torch.equal(a, b) for a, b in zip(out.parameters(), off.parameters(), strict=True))
+
+
+def test_shrink_perturb_moves_only_weight_tensors_by_the_set_amount():
+    torch.manual_seed(0)
+    layer = torch.nn.Conv2d(3, 8, 3)
+    bn = torch.nn.BatchNorm2d(8)
+    params = [*layer.parameters(), *bn.parameters()]
+    before = [p.detach().clone() for p in params]
+    auto.shrink_perturb(params, 0.5, 0.0, torch.Generator().manual_seed(1))
+    assert torch.allclose(layer.weight, 0.5 * before[0])  # shrink alone: exactly scaled
+    assert all(torch.equal(p, b) for p, b in zip(params[1:], before[1:], strict=True))  # vectors kept
+    w = layer.weight.detach().clone()
+    auto.shrink_perturb(params, 1.0, 0.1, torch.Generator().manual_seed(1))
+    spread = float((layer.weight.detach() - w).std() / w.std())
+    assert 0.07 < spread < 0.13  # noise of 0.1 of the tensor's own spread
+    with pytest.raises(ValueError, match="shrink"):
+        auto.Config(shrink=0)

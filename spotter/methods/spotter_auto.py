@@ -91,6 +91,12 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    many inverted stand-ins with the original's labels (retain-free); the forget classes'
    probability that copy gives other forget images, as −log(1 − p), is the loss, and its gradient
    at the copy's weights is added to the student's (the first-order meta-gradient).
+12. Leaving the original's basin, an option under study (`shrink`, `perturb`; shrink-and-perturb
+   then distil, as UNDO, Lee et al. NeurIPS 2025, and the weight-distance finding of Siddiqui et
+   al. NeurIPS 2025). Before training, every trainable backbone weight tensor w becomes
+   shrink·w + perturb·std(w)·noise; the distillation terms then rebuild the retain classes from
+   the masked original, on stand-ins only. Moving further along the unlearning direction itself
+   did not make the class harder to relearn (benchmarks/README.md, "the line from the original").
 """
 
 from __future__ import annotations
@@ -224,6 +230,10 @@ class Config:
     finetune_steps: int = 8
     finetune_shots: int = 5
     finetune_lrs: tuple[float, float] = (1e-4, 1e-3)
+    # trainable backbone weights start at shrink·w + perturb·std(w)·noise (1 and 0: the original's;
+    # see point 12)
+    shrink: float = 1.0
+    perturb: float = 0.0
     neighbour_seed: int = 0
     seed: int = 0
 
@@ -259,6 +269,8 @@ class Config:
             raise ValueError(
                 f"finetune_lrs must be (low, high) with 0 < low <= high, got {self.finetune_lrs}"
             )
+        if not 0.0 < self.shrink <= 1.0 or self.perturb < 0:
+            raise ValueError(f"shrink must be in (0, 1] and perturb >= 0, got {self.shrink}, {self.perturb}")
         if not 0.0 < self.train_last <= 1.0:
             raise ValueError(f"train_last must be in (0, 1], got {self.train_last}")
         if not 0 <= self.proxy_tolerance <= 100:
@@ -450,6 +462,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     if cfg.train_last < 1.0:
         freeze_early(student, cfg.train_last)
     params = [p for p in student.parameters() if p.requires_grad]
+    if cfg.shrink < 1.0 or cfg.perturb > 0:
+        shrink_perturb(params, cfg.shrink, cfg.perturb, torch.Generator().manual_seed(cfg.seed + 49979687))
     mask = None
     if cfg.mask_share < 1.0:
         some = slice(0, 1024)  # a diagonal Fisher estimate needs no more forget images than this
@@ -595,6 +609,19 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
         reset_forget_rows(student.head, classes, feats)
     student.requires_grad_(True)
     return _common.finish(student, history)
+
+
+@torch.no_grad()
+def shrink_perturb(
+    params: list[nn.Parameter], shrink: float, perturb: float, generator: torch.Generator
+) -> None:
+    """w ← shrink·w + perturb·std(w)·N(0, 1) for every weight tensor of `params` (vectors, i.e.
+    biases and BatchNorm's affine parameters, keep their values: they set scales, not features)."""
+    for p in params:
+        if p.dim() < 2:
+            continue
+        noise = torch.randn(p.shape, generator=generator).to(p.device, p.dtype)
+        p.mul_(shrink).add_(noise * (perturb * float(p.std())))
 
 
 def _add_gradients(params: list[nn.Parameter], grads: list[torch.Tensor], weight: float) -> None:

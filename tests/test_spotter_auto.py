@@ -562,6 +562,36 @@ def test_simulated_finetune_gradient_lowers_what_the_attacker_wins_back_and_leav
     assert moved[1] < 10 < recovered <= moved[-1]
     with pytest.raises(ValueError, match="finetune_lrs"):
         auto.Config(finetune_lrs=(1e-3, 1e-4))
+    with pytest.raises(ValueError, match="finetune_bn"):
+        auto.Config(finetune_bn="frozen")
+
+
+def test_the_simulated_attacker_in_train_mode_uses_the_batchs_statistics_and_not_the_students():
+    from spotter.models.batchnorm import batchnorm_layers
+
+    d, teacher = data(), original()
+    classes = tuple(d.forget_classes)
+    none = torch.zeros(0)
+    student = copy.deepcopy(teacher)
+    running = [m.running_mean.clone() for m in batchnorm_layers(student)]
+    assert running  # the fixture model has BatchNorm, or this test could not fail
+    out = {}
+    for mode in ("eval", "train"):
+        cfg = auto.Config(finetune_steps=2, finetune_lrs=(1e-3, 1e-3), finetune_bn=mode)
+        out[mode] = auto.simulated_finetune(
+            student,
+            d.forget,
+            none,
+            none.long(),
+            classes,
+            cfg,
+            torch.Generator().manual_seed(3),
+            torch.device("cpu"),
+        )
+    assert all(
+        torch.equal(m.running_mean, r) for m, r in zip(batchnorm_layers(student), running, strict=True)
+    )
+    assert float(out["eval"][1]) != pytest.approx(float(out["train"][1]), abs=1e-3)  # another attack
 
 
 def test_finetune_weight_runs_the_simulated_attacker_and_logs_what_it_wins_back():

@@ -86,9 +86,9 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    al. ICLR 2025, first-order). Every PRA-resistant result so far came back after 25 Adam steps on
    five forget and five retain images, where the retrained model stays at 0%
    (benchmarks/README.md, "Relearning"). Before each training step a copy of the student is
-   fine-tuned for `finetune_steps` Adam steps (lr drawn log-uniformly from `finetune_lrs`, BatchNorm
-   in eval mode, the relearning grid's strongest attacker) on `finetune_shots` forget images and as
-   many inverted stand-ins with the original's labels (retain-free); the forget classes'
+   fine-tuned for `finetune_steps` Adam steps (lr drawn log-uniformly from `finetune_lrs`,
+   BatchNorm frozen or following the attack batch as `finetune_bn` says: the relearning grid's
+   strongest attackers) on `finetune_shots` forget images and as many inverted stand-ins with the original's labels (retain-free); the forget classes'
    probability that copy gives other forget images, as −log(1 − p), is the loss, and its gradient
    at the copy's weights is added to the student's (the first-order meta-gradient).
 12. Leaving the original's basin, an option under study (`shrink`, `perturb`; shrink-and-perturb
@@ -134,6 +134,7 @@ BN_PROBE = 256  # inverted images per BatchNorm re-estimate (`follow_bn`): one b
 # the forget row's norm against the retain rows' in Fashion-MNIST models retrained without the
 # class (0.38-0.40 for t-shirt and trouser; benchmarks/README.md, "The forget class's head row")
 RESET_ROW_SHARE = 0.4
+FINETUNE_BN = ("eval", "train", "both")
 TRACK_PROBE = 128  # per step (`track_bn`): half of BN_PROBE, it runs at every step
 
 
@@ -230,6 +231,10 @@ class Config:
     finetune_steps: int = 8
     finetune_shots: int = 5
     finetune_lrs: tuple[float, float] = (1e-4, 1e-3)
+    # BatchNorm while the simulated attacker trains: "eval" (running statistics frozen), "train"
+    # (the attack batch's statistics, running ones updated as the relearning grid's bn-train
+    # attacker has them), "both" (drawn per step)
+    finetune_bn: str = "eval"
     # trainable backbone weights start at shrink·w + perturb·std(w)·noise (1 and 0: the original's;
     # see point 12)
     shrink: float = 1.0
@@ -264,6 +269,10 @@ class Config:
             raise ValueError(
                 f"finetune_weight must be >= 0, finetune_steps and finetune_shots >= 1, got "
                 f"{self.finetune_weight}, {self.finetune_steps}, {self.finetune_shots}"
+            )
+        if self.finetune_bn not in FINETUNE_BN:
+            raise ValueError(
+                f"unknown finetune_bn {self.finetune_bn!r}; valid choices: {', '.join(FINETUNE_BN)}"
             )
         if len(self.finetune_lrs) != 2 or not 0 < self.finetune_lrs[0] <= self.finetune_lrs[1]:
             raise ValueError(
@@ -639,7 +648,7 @@ def simulated_finetune(
     """(the first-order meta-gradient for each of the student's trainable parameters, the mean
     forget-class probability after the attack) of one simulated fine-tuning attack (see point 11).
 
-    A copy of the student (every parameter trainable, BatchNorm in eval mode) takes
+    A copy of the student (every parameter trainable, BatchNorm as `cfg.finetune_bn` says) takes
     `cfg.finetune_steps` Adam steps of cross-entropy on `cfg.finetune_shots` forget images and as
     many stand-ins (`stand_x`, labels `stand_y`; none: forget images only), its lr drawn
     log-uniformly from `cfg.finetune_lrs`. The loss −log(1 − p_forget), p_forget the probability the
@@ -658,13 +667,19 @@ def simulated_finetune(
     lr = math.exp(
         math.log(low) + float(torch.rand((), generator=generator)) * (math.log(high) - math.log(low))
     )
-    attacker = copy.deepcopy(student).eval()
+    mode = cfg.finetune_bn
+    if mode == "both":
+        mode = "train" if float(torch.rand((), generator=generator)) < 0.5 else "eval"
+    attacker = copy.deepcopy(student)
+    # "train": BatchNorm normalises with the attack batch and its running statistics follow it
+    set_mode(attacker, freeze_bn=mode == "eval")
     attacker.requires_grad_(True)
     opt = torch.optim.Adam(attacker.parameters(), lr=lr)
     for _ in range(cfg.finetune_steps):
         opt.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(attacker(x), y).backward()
         opt.step()
+    attacker.eval()
     trainable = [
         q for p, q in zip(student.parameters(), attacker.parameters(), strict=True) if p.requires_grad
     ]

@@ -36,6 +36,16 @@ from spotter.training.checkpoint import save_model
 from spotter.training.inference import predict
 
 
+def context_for(spec: str, forget_text: str) -> tuple[list[int], Context]:
+    """(the forget classes, the context of SPEC's first job that forgets them: cached original and
+    retrained models, CPU) from --forget's comma-separated classes."""
+    forget = [int(c) for c in forget_text.split(",")]
+    jobs = [j for j in load_spec(spec).jobs if list(j["config"]["data"]["forget"]) == forget]
+    if not jobs:
+        raise SystemExit(f"no context of {spec} forgets {forget}")
+    return forget, Context(jobs[0]["config"], "cpu", None, None)
+
+
 def per_class(model: torch.nn.Module, ctx: Context) -> list[float]:
     s = ctx.splits
     x = torch.cat([s.test_retain.x, s.test_forget.x])
@@ -95,11 +105,7 @@ def main() -> None:
     p.add_argument("--save", metavar="DIR", help="write each unlearned model to DIR/TAG-FORGET-N.safetensors")
     args = p.parse_intermixed_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    forget = [int(c) for c in args.forget.split(",")]
-    jobs = [j for j in load_spec(args.spec).jobs if list(j["config"]["data"]["forget"]) == forget]
-    if not jobs:
-        raise SystemExit(f"no context of {args.spec} forgets {forget}")
-    ctx = Context(jobs[0]["config"], "cpu", None, None)
+    forget, ctx = context_for(args.spec, args.forget)
     original = ctx.models["original"]
     base = per_class(original, ctx)
     print("original", base, flush=True)

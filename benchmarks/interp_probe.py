@@ -22,11 +22,9 @@ import json
 import logging
 
 import torch
-from auto_probe import after_reestimate, per_class  # a sibling script
+from auto_probe import after_reestimate, context_for, per_class  # a sibling script
 
 from spotter.audit.checks import pra_report
-from spotter.bench.job import Context
-from spotter.bench.spec import load_spec
 from spotter.evaluation.relearn_grid import RelearnGridConfig, relearn_grid, relearning_gap
 from spotter.training.checkpoint import load_model
 
@@ -50,11 +48,7 @@ def main() -> None:
     p.add_argument("--relearn", action="store_true", help="also the reduced relearning grid's worst gap")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    forget = [int(c) for c in args.forget.split(",")]
-    jobs = [j for j in load_spec(args.spec).jobs if list(j["config"]["data"]["forget"]) == forget]
-    if not jobs:
-        raise SystemExit(f"no context of {args.spec} forgets {forget}")
-    ctx = Context(jobs[0]["config"], "cpu", None, None)
+    forget, ctx = context_for(args.spec, args.forget)
     original = ctx.models["original"].eval()
     unlearned, _, _ = load_model(args.load, expect=ctx.spec)
     base = per_class(original, ctx)

@@ -528,28 +528,22 @@ def test_track_bn_moves_the_running_statistics_and_reset_forget_rows_changes_onl
     assert torch.equal(frozen.head.weight, teacher.head.weight)
 
 
+def _simulated_attack(model: torch.nn.Module, cfg: auto.Config) -> tuple[list[torch.Tensor], float]:
+    """One simulated fine-tuning attack on the fixture's forget set, forget shots only, fixed seed."""
+    d, none = data(), torch.zeros(0)
+    grads, recovered = auto.simulated_finetune(
+        model, d.forget, none, none.long(), tuple(d.forget_classes), cfg, torch.Generator().manual_seed(3),
+        torch.device("cpu"),
+    )  # fmt: skip
+    return grads, float(recovered)
+
+
 def test_simulated_finetune_gradient_lowers_what_the_attacker_wins_back_and_leaves_the_student():
-    d, teacher = data(), original()
-    classes = tuple(d.forget_classes)
+    teacher = original()
     cfg = auto.Config(finetune_steps=3, finetune_shots=5, finetune_lrs=(1e-3, 1e-3))
-    none = torch.zeros(0)
-
-    def attack(model: torch.nn.Module) -> tuple[list[torch.Tensor], float]:
-        grads, recovered = auto.simulated_finetune(
-            model,
-            d.forget,
-            none,
-            none.long(),
-            classes,
-            cfg,
-            torch.Generator().manual_seed(3),
-            torch.device("cpu"),
-        )
-        return grads, float(recovered)
-
     student = copy.deepcopy(teacher)
     before = {k: v.clone() for k, v in student.state_dict().items()}
-    grads, recovered = attack(student)
+    grads, recovered = _simulated_attack(student, cfg)
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())  # a copy is attacked
     assert recovered > 90  # the original: the attack keeps the class
     moved = {}
@@ -558,7 +552,7 @@ def test_simulated_finetune_gradient_lowers_what_the_attacker_wins_back_and_leav
         with torch.no_grad():
             for p, g in zip(m.parameters(), grads, strict=True):
                 p.sub_(sign * 0.03 * g)
-        moved[sign] = attack(m)[1]
+        moved[sign] = _simulated_attack(m, cfg)[1]
     assert moved[1] < 10 < recovered <= moved[-1]
     with pytest.raises(ValueError, match="finetune_lrs"):
         auto.Config(finetune_lrs=(1e-3, 1e-4))
@@ -569,29 +563,17 @@ def test_simulated_finetune_gradient_lowers_what_the_attacker_wins_back_and_leav
 def test_the_simulated_attacker_in_train_mode_uses_the_batchs_statistics_and_not_the_students():
     from spotter.models.batchnorm import batchnorm_layers
 
-    d, teacher = data(), original()
-    classes = tuple(d.forget_classes)
-    none = torch.zeros(0)
-    student = copy.deepcopy(teacher)
+    student = copy.deepcopy(original())
     running = [m.running_mean.clone() for m in batchnorm_layers(student)]
     assert running  # the fixture model has BatchNorm, or this test could not fail
     out = {}
     for mode in ("eval", "train"):
         cfg = auto.Config(finetune_steps=2, finetune_lrs=(1e-3, 1e-3), finetune_bn=mode)
-        out[mode] = auto.simulated_finetune(
-            student,
-            d.forget,
-            none,
-            none.long(),
-            classes,
-            cfg,
-            torch.Generator().manual_seed(3),
-            torch.device("cpu"),
-        )
+        out[mode] = _simulated_attack(student, cfg)
     assert all(
         torch.equal(m.running_mean, r) for m, r in zip(batchnorm_layers(student), running, strict=True)
     )
-    assert float(out["eval"][1]) != pytest.approx(float(out["train"][1]), abs=1e-3)  # another attack
+    assert out["eval"][1] != pytest.approx(out["train"][1], abs=1e-3)  # another attack
 
 
 def test_finetune_weight_runs_the_simulated_attacker_and_logs_what_it_wins_back():

@@ -88,9 +88,10 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    (benchmarks/README.md, "Relearning"). Before each training step a copy of the student is
    fine-tuned for `finetune_steps` Adam steps (lr drawn log-uniformly from `finetune_lrs`,
    BatchNorm frozen or following the attack batch as `finetune_bn` says: the relearning grid's
-   strongest attackers) on `finetune_shots` forget images and as many inverted stand-ins with the original's labels (retain-free); the forget classes'
-   probability that copy gives other forget images, as −log(1 − p), is the loss, and its gradient
-   at the copy's weights is added to the student's (the first-order meta-gradient).
+   strongest attackers) on `finetune_shots` forget images and as many inverted stand-ins with
+   the original's labels (retain-free); the forget classes' probability that copy gives other
+   forget images, as −log(1 − p), is the loss, and its gradient at the copy's weights is added to
+   the student's (the first-order meta-gradient).
 12. Leaving the original's basin, an option under study (`shrink`, `perturb`; shrink-and-perturb
    then distil, as UNDO, Lee et al. NeurIPS 2025, and the weight-distance finding of Siddiqui et
    al. NeurIPS 2025). Before training, every trainable backbone weight tensor w becomes

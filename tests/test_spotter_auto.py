@@ -243,7 +243,7 @@ def test_batch_terms_shift_and_neighbour_features():
     material = targets(model, forget, SpotterConfig(), cpu)
     idx, g = torch.arange(8), torch.Generator().manual_seed(0)
     plain = auto.Config(shift=0, attack_neighbours=False)
-    kd_clean, kd_nb, disp, feats, y, src = auto._batch_terms(
+    kd_clean, kd_nb, disp, feats, y, src, _ = auto._batch_terms(
         model, model, forget.x, material, idx, (0,), plain, cpu, g
     )
     x = to_float(forget.x[src])
@@ -253,12 +253,14 @@ def test_batch_terms_shift_and_neighbour_features():
     )
     assert feats.shape[0] == 8 and torch.allclose(disp, dispersion(feats, y))
     both = auto.Config(shift=0, attack_neighbours=True)
-    _, _, disp2, feats2, y2, _ = auto._batch_terms(model, model, forget.x, material, idx, (0,), both, cpu, g)
+    _, _, disp2, feats2, y2, _, _ = auto._batch_terms(
+        model, model, forget.x, material, idx, (0,), both, cpu, g
+    )
     assert feats2.shape[0] == 16 and len(y2) == 16 and not torch.allclose(disp2, disp)
     assert torch.allclose(feats2[:8], feats, atol=1e-5)  # the clean features first, then the neighbours'
     shifted = auto.Config(shift=2, attack_neighbours=False)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    kd_s, _, _, feats_s, _, _ = auto._batch_terms(
+    kd_s, _, _, feats_s, _, _, _ = auto._batch_terms(
         model, model, forget.x, material, idx, (0,), shifted, cpu, g1
     )
     xs = augment(x, 2, False, g2)  # the same draw
@@ -604,3 +606,30 @@ def test_shrink_perturb_moves_only_weight_tensors_by_the_set_amount():
     assert 0.07 < spread < 0.13  # noise of 0.1 of the tensor's own spread
     with pytest.raises(ValueError, match="shrink"):
         auto.Config(shrink=0)
+
+
+def test_class_centres_are_the_teachers_mean_features_per_assigned_class():
+    model = original()
+    x = to_float(data().test_retain.x[:40])
+    logits = predict(model, x)
+    centres = auto.class_centres(model, x, logits, torch.device("cpu"))
+    feats, labels = predict(model, x, features=True), logits.argmax(1)
+    for c in range(logits.shape[1]):
+        want = feats[labels == c].mean(0) if (labels == c).any() else torch.zeros(feats.shape[1])
+        assert torch.allclose(centres[c], want, atol=1e-5)
+
+
+def test_collapse_weight_pulls_forget_features_to_their_retain_class_centre():
+    from _methods_fixtures import tiny_config
+
+    cfg = tiny_config("spotter_auto", max_epochs=2, min_epochs=2, rollback=False, inverted_per_class=8,
+                      inversion_steps=5, collapse_weight=4.0)  # fmt: skip
+    out = auto.unlearn(original(), data(), cfg)
+    history = out.unlearn_history
+    assert history[0]["collapse"] > 0 and history[-1]["collapse"] < history[0]["collapse"]
+    off = auto.unlearn(original(), data(), dataclasses.replace(cfg, collapse_weight=0.0))
+    assert off.unlearn_history[0]["collapse"] == 0
+    with pytest.raises(ValueError, match="collapse_weight"):
+        auto.Config(collapse_weight=-1)
+    with pytest.raises(ValueError, match="inverted_per_class"):
+        auto.Config(collapse_weight=1.0, inverted_per_class=0)

@@ -98,6 +98,14 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    shrink·w + perturb·std(w)·noise; the distillation terms then rebuild the retain classes from
    the masked original, on stand-ins only. Moving further along the unlearning direction itself
    did not make the class harder to relearn (benchmarks/README.md, "the line from the original").
+13. Forget features where a retrained model puts them, an option under study (`collapse_weight`).
+   The relearning rows show the forget images' features still form a cluster of their own that a
+   few steps relabel; a model that never saw the class has nothing to relabel: its images fall
+   among the retain classes the class resembles. λc·drift(h(x), μ_c) pulls each clean forget
+   image's penultimate features to μ_c, the original's mean feature on the inverted stand-ins of
+   the retain class c that the masked original gives the image (relative squared distance, as
+   `feature_weight`'s drift), so the class is spread over its neighbours' clusters in feature
+   space, not only in the head's output.
 """
 
 from __future__ import annotations
@@ -240,6 +248,9 @@ class Config:
     # see point 12)
     shrink: float = 1.0
     perturb: float = 0.0
+    # weight of the pull of the forget features to their retain class's stand-in mean (0: off;
+    # point 13; needs inverted_per_class > 0)
+    collapse_weight: float = 0.0
     neighbour_seed: int = 0
     seed: int = 0
 
@@ -281,6 +292,12 @@ class Config:
             )
         if not 0.0 < self.shrink <= 1.0 or self.perturb < 0:
             raise ValueError(f"shrink must be in (0, 1] and perturb >= 0, got {self.shrink}, {self.perturb}")
+        if self.collapse_weight < 0:
+            raise ValueError(f"collapse_weight must be >= 0, got {self.collapse_weight}")
+        if self.collapse_weight > 0 and self.inverted_per_class == 0:
+            raise ValueError(
+                "collapse_weight > 0 needs inverted_per_class > 0 (the stand-ins give the targets)"
+            )
         if not 0.0 < self.train_last <= 1.0:
             raise ValueError(f"train_last must be in (0, 1], got {self.train_last}")
         if not 0 <= self.proxy_tolerance <= 100:
@@ -466,6 +483,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     if cfg.inverted_augment == "boundary" and len(x_inv):
         x_inv, t_inv = _with_boundaries(model, x_inv, t_inv, classes, cfg, device)
     g_inv = torch.Generator().manual_seed(cfg.seed + 2750159)
+    centres = class_centres(model, x_inv, t_inv, device) if cfg.collapse_weight > 0 else None
     student = student.to(memory_format=torch.channels_last)
     if not cfg.train_head:
         student.head.requires_grad_(False)
@@ -498,7 +516,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     best: tuple[float, dict] | None = None  # (attack, weights) of the best epoch that kept the anchors
     floor = inv_floor = 100.0
     names = ("loss", "kd_clean", "kd_neighbour", "dispersion", "prototype", "kd_anchor", "kd_inverted",
-             "feature_inverted", "finetune_attack")  # fmt: skip
+             "feature_inverted", "finetune_attack", "collapse")  # fmt: skip
     g_finetune = torch.Generator().manual_seed(cfg.seed + 611953)
     lr, last_kept = cfg.lr, None  # the weights of the last round that kept the retain proxies
     # sizes from the forget set: a small set gets smaller batches and rounds of at least
@@ -520,9 +538,13 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
                 follow_statistics(
                     student, teacher, x_inv[probe].to(device).contiguous(memory_format=torch.channels_last)
                 )
-            kd_clean, kd_nb, disp, feats, y, src = _batch_terms(
+            kd_clean, kd_nb, disp, feats, y, src, t_batch = _batch_terms(
                 student, teacher, train.x, material, idx, classes, cfg, device, g_shift
             )
+            collapse = torch.zeros((), device=device)
+            if centres is not None:
+                n = len(src)  # the clean images come first in `feats`
+                collapse = feature_drift(feats[:n], centres[retain_argmax(t_batch, classes)])
             proto = prototype_attack_loss(feats, y, student.head, classes, g_attack, variants=VARIANTS)
             if cfg.anchor_cover:  # anchors are not tied to images: draw twice the batch from the pool
                 pick = torch.randint(len(x_anchor), (2 * len(src),), generator=g_anchor)
@@ -535,7 +557,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
             # L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp + λ3·PRA_sim + λa·(KD(x_a) + KD(x_inv))
             loss = cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp
             loss = loss + lambda3 * proto + anchor_weight * (kd_anchor + kd_inv)
-            loss = loss + cfg.feature_weight * feat_inv
+            loss = loss + cfg.feature_weight * feat_inv + cfg.collapse_weight * collapse
             meta, recovered = None, torch.zeros(())
             if cfg.finetune_weight > 0:
                 meta, recovered = simulated_finetune(
@@ -553,7 +575,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
                     for a, p in zip(average, params, strict=True):
                         a.lerp_(p, average_rate)
             terms = [total] + [t.item() for t in (kd_clean, kd_nb, disp, proto, kd_anchor, kd_inv, feat_inv,
-                                                  recovered)]  # fmt: skip
+                                                  recovered, collapse)]  # fmt: skip
             sums += torch.tensor(terms) * len(idx)
             seen += len(idx)
         if shown is not None:
@@ -817,7 +839,8 @@ def _batch_terms(
     translated by up to `shift` pixels (the teacher's logits taken on the translated images), and
     with `attack_neighbours` the dispersion and the simulated attack see the neighbours' features
     as well as the clean ones (twice the forget samples per batch: they generalise to unseen ones).
-    Returns (clean KD, neighbour KD, dispersion, features, their labels, index of each clean image)."""
+    Returns (clean KD, neighbour KD, dispersion, features (clean first), their labels, index of each
+    clean image, the teacher's logits on the clean images)."""
     x_nb, y_all, x_clean_idx, t_clean, t_nb = material
     src = x_clean_idx[idx]
     x = to_float(forget_x[src].to(device))
@@ -838,7 +861,7 @@ def _batch_terms(
         feats, y = feats, torch.cat([y, y])
     else:
         feats = feats[:n]
-    return kd_clean, kd_nb, dispersion(feats, y), feats, y, src
+    return kd_clean, kd_nb, dispersion(feats, y), feats, y, src, t
 
 
 @torch.no_grad()
@@ -967,6 +990,20 @@ def _inverted_term(
         f_teacher = teacher.features(xi)
     kd = masked_kd(student.head(f_student), ti, classes, cfg.temperature)
     return kd, feature_drift(f_student, f_teacher)
+
+
+@torch.no_grad()
+def class_centres(
+    teacher: nn.Module, x_inv: torch.Tensor, t_inv: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """(classes, features): the teacher's mean penultimate feature over the inverted images it
+    assigns to each class (zeros for a class with none: the forget classes)."""
+    labels = t_inv.argmax(1)
+    feats = predict(teacher, x_inv, device=device, features=True)
+    centres = torch.zeros(t_inv.shape[1], feats.shape[1], device=feats.device)
+    centres.index_add_(0, labels.to(feats.device), feats)
+    counts = torch.bincount(labels, minlength=t_inv.shape[1]).clamp_min(1).to(feats.device)
+    return (centres / counts[:, None]).to(device)
 
 
 def feature_drift(student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:

@@ -149,3 +149,33 @@ def test_per_class_damage_pairs_each_row_with_the_original_of_its_seed() -> None
     names, table = per_class_changes(Setting(rows))
     assert names == ["a"]
     assert table.tolist() == [[-91.0, -5.0, -5.0]]
+
+
+def test_stale_rows_are_left_out_and_counted_unless_asked_for(smoke: Run, tmp_path) -> None:
+    """A row computed by code that has changed since would be averaged with fresh ones: the report
+    leaves it out (and says so), renders it on request, and refuses a folder of stale rows only."""
+    import json
+
+    from spotter.report.render import render
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(smoke.results, folder / "results.jsonl")
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    old = {r["job"] for r in rows if r["label"] == "finetune"}
+    assert old
+
+    def stale(row: dict) -> str | None:
+        return "method code changed" if row["job"] in old else None
+
+    result = render(folder, stale=stale)
+    table = (folder / "report" / f"{SLUG}.md").read_text()
+    assert "| finetune |" not in table and "| spotter |" in table
+    assert result["stale"] == len(old) and "finetune" in result["note"]
+    assert result["note"] in (folder / "report" / "report.md").read_text()
+    assert "stale row" in (folder / "report" / "report.html").read_text()
+    render(folder, stale=stale, include_stale=True)
+    assert "| finetune |" in (folder / "report" / f"{SLUG}.md").read_text()
+    with pytest.raises(ValueError, match="every row"):
+        render(folder, stale=lambda row: "measure code changed")
+    assert render(folder)["stale"] == 0  # without a check every row counts

@@ -308,9 +308,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from spotter.bench.provenance import stale_reason
     from spotter.report.render import render
 
-    result = render(args.run_dir)
+    result = render(args.run_dir, stale=stale_reason, include_stale=args.include_stale)
+    if result["note"]:
+        print(result["note"])
     for section in result["sections"]:
         print(f"## {section['setting'].title}")
         print("\n".join(section["lines"]))

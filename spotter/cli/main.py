@@ -283,6 +283,12 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "(self-contained), one .md/.csv/.tex table and PNG plots per setting. Needs only the run folder.",
     )
     p.add_argument("run_dir", metavar="DIR", help="a `spotter bench --out` folder")
+    p.add_argument(
+        "--include-stale",
+        action="store_true",
+        help="also tabulate rows computed by code that has changed since (left out by default, and "
+        "counted in the report; `spotter bench --rerun-stale` reruns them)",
+    )
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:

@@ -63,7 +63,7 @@ def _img(path: Path, caption: str) -> str:
     return f'<figure><img alt="{alt}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
 
 
-def html_page(name: str, rows: list[dict[str, Any]], sections: list[dict[str, Any]]) -> str:
+def html_page(name: str, rows: list[dict[str, Any]], sections: list[dict[str, Any]], note: str = "") -> str:
     gits = ", ".join(sorted({str(r.get("git", "?")) for r in rows}))
     wall = sum(r.get("wall_s") or 0 for r in rows)
     parts = [
@@ -76,6 +76,7 @@ def html_page(name: str, rows: list[dict[str, Any]], sections: list[dict[str, An
         "(by the metric's direction; MIA-efficacy: closest to the retrained model). "
         "Reference rows (original, retrained) are in italics and never marked; their time is training "
         "time, the others' unlearning time.</p>",
+        *([f"<p>{html.escape(note)}</p>"] if note else []),
     ]
     for sec in sections:
         st: Setting = sec["setting"]

@@ -179,3 +179,17 @@ def test_stale_rows_are_left_out_and_counted_unless_asked_for(smoke: Run, tmp_pa
     with pytest.raises(ValueError, match="every row"):
         render(folder, stale=lambda row: "measure code changed")
     assert render(folder)["stale"] == 0  # without a check every row counts
+
+
+def test_labels_of_points_on_one_spot_are_placed_apart() -> None:
+    from spotter.report.plots import place_labels, pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.plot([0.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], "o")
+    offsets = place_labels(
+        ax, [(0.0, 0.0), (1.0, 0.0), (1.0, 0.0), (1.0, 0.0)], ["a", "spotter-fm", "spotter_auto", "x"]
+    )
+    assert offsets[0] == offsets[1]  # far apart: both take the first choice
+    assert len(set(offsets[1:])) == 3  # the three on one spot get three different places
+    plt.close(fig)

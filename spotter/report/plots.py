@@ -45,6 +45,38 @@ def save_figure(plt: Any, fig: Any, path: Path) -> bool:
     return True
 
 
+# where a point's label may go, in points from the point (tried in order): right, below, left, above
+LABEL_OFFSETS = ((4, 3), (4, -11), (-4, 3), (-4, -11), (4, 14), (4, -22), (-4, 14), (-4, -22))
+
+
+def place_labels(ax: Any, points: list[tuple[float, float]], labels: list[str], fontsize: float = 8) -> list:
+    """Annotate each point with its label at the first of LABEL_OFFSETS whose text box overlaps no
+    label placed before it (methods with near-equal scores sit on one spot: labels written on top
+    of each other cannot be read). Returns the (dx, dy) offsets used, in points."""
+    ax.autoscale_view()
+    to_px = ax.figure.dpi / 72
+    placed: list[tuple[float, float, float, float]] = []
+    used = []
+    for (x, y), label in zip(points, labels, strict=True):
+        px, py = ax.transData.transform((x, y))
+        width, height = 0.6 * fontsize * len(label) * to_px, 1.2 * fontsize * to_px
+        choice = LABEL_OFFSETS[0]
+        for dx, dy in LABEL_OFFSETS:
+            left = px + dx * to_px - (width if dx < 0 else 0)
+            box = (left, py + dy * to_px, left + width, py + dy * to_px + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                choice = (dx, dy)
+                break
+        else:
+            left = px + choice[0] * to_px
+            box = (left, py + choice[1] * to_px, left + width, py + choice[1] * to_px + height)
+        placed.append(box)
+        used.append(choice)
+        ax.annotate(label, (x, y), fontsize=fontsize, xytext=choice, textcoords="offset points",
+                    ha="right" if choice[0] < 0 else "left")  # fmt: skip
+    return used
+
+
 def _mean_curve(rows: list[dict], get: Any) -> tuple[list, list] | None:
     """x and the mean y over replicates of curves `get(row) -> (x, y)` that share their x."""
     curves = [c for c in (get(r) for r in rows) if c is not None]
@@ -128,13 +160,16 @@ def _pra_k(plt: Any, st: Any, path: Path) -> bool:
 
 def _scatter(plt: Any, st: Any, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    points, names = [], []
     for label in st.labels:
         f, r = st.stat(label, "test_forget_acc"), st.stat(label, "test_retain_acc")
         if not (f.n and r.n):
             continue
         color = STYLE.get(label, (None,))[0]
         ax.errorbar(r.mean, f.mean, xerr=r.std, yerr=f.std, fmt="o", color=color, capsize=2, label=label)
-        ax.annotate(label, (r.mean, f.mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        points.append((r.mean, f.mean))
+        names.append(label)
+    place_labels(ax, points, names, fontsize=7)
     ax.set(xlabel="retain test accuracy (%) →", ylabel="forget test accuracy (%) ↓", title="forget vs retain")
     return save_figure(plt, fig, path)
 
@@ -148,7 +183,7 @@ def _paired(st: Any, label: str, get: Any) -> list[Any]:
 def _damage_pra(plt: Any, st: Any, path: Path) -> bool:
     """Retain drop against the original vs PRA forget accuracy: the two blind spots in one picture."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    drawn = False
+    points, names = [], []
     for label in st.labels:
         if label == "original":
             continue
@@ -161,12 +196,13 @@ def _damage_pra(plt: Any, st: Any, path: Path) -> bool:
         mean, std = pairs.mean(0), pairs.std(0)
         color = STYLE.get(label, (None,))[0]
         ax.errorbar(*mean, xerr=std[0], yerr=std[1], fmt="o", color=color, capsize=2)
-        ax.annotate(label, tuple(mean), fontsize=8, xytext=(3, 3), textcoords="offset points")
-        drawn = True
+        points.append(tuple(mean))
+        names.append(label)
+    place_labels(ax, points, names)
     ax.set(xlabel="retain test accuracy drop vs original (points) ←", ylabel="PRA forget accuracy (%) ↓",
            title="damage vs relearning (lower left is better)")  # fmt: skip
     ax.axvline(0, color="0.7", linewidth=0.8)
-    return _finish(plt, fig, path, drawn)
+    return _finish(plt, fig, path, bool(points))
 
 
 def per_class_changes(st: Any) -> tuple[list[str], np.ndarray]:

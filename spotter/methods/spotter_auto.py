@@ -105,9 +105,7 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    image's penultimate features to μ_c, the original's mean feature on the inverted stand-ins of
    the retain class c that the masked original gives the image (relative squared distance, as
    `feature_weight`'s drift), so the class is spread over its neighbours' clusters in feature
-   space, not only in the head's output. Measured: the simulated prototype attack pushes the
-   other way and the class is as quick to relearn (benchmarks/README.md, "Forget features pulled
-   into their neighbours' clusters").
+   space, not only in the head's output.
 """
 
 from __future__ import annotations

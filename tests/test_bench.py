@@ -121,6 +121,15 @@ def test_assign_keeps_contexts_together_and_splits_only_when_needed() -> None:
     assert [len(p) for p in plans] == [4, 4]
     assert all(len({j["config"]["train"]["seed"] for j in p}) == 1 for p in plans)  # one seed each
     assert sorted(j["id"] for p in assign(jobs, 5) for j in p) == sorted(j["id"] for j in jobs)
+    # a context begun in an earlier session goes first, even when it has fewer jobs left
+    from spotter.bench.runner import context_key
+
+    second = [j for j in jobs if j["config"]["train"]["seed"] == jobs[-1]["config"]["train"]["seed"]]
+    shorter = [j for j in jobs if j not in second] + second[:2]
+    (plan,) = assign(shorter, 1, {context_key(second[0]["config"])})
+    assert [j["id"] for j in plan[:2]] == [j["id"] for j in second[:2]]
+    (plan,) = assign(shorter, 1)
+    assert plan[-1]["id"] == second[1]["id"]  # without it: the longest context first
 
 
 BROKEN = {

@@ -49,8 +49,13 @@ def context_key(config: dict[str, Any]) -> str:
     return job_id({k: config[k] for k in CONTEXT_KEYS})
 
 
-def assign(jobs: list[dict], workers: int) -> list[list[dict]]:
-    """Split jobs over workers, keeping jobs that share original/retrained/neighbourhoods together."""
+def assign(
+    jobs: list[dict], workers: int, started: set[str] | frozenset[str] = frozenset()
+) -> list[list[dict]]:
+    """Split jobs over workers, keeping jobs that share original/retrained/neighbourhoods together.
+    Contexts in `started` (context keys with committed rows) come first: their models are likely
+    still in the cache, and a grid that spans sessions then finishes whole contexts, not a row of
+    each."""
     groups: dict[str, list[dict]] = {}
     for job in jobs:
         groups.setdefault(context_key(job["config"]), []).append(job)
@@ -61,7 +66,11 @@ def assign(jobs: list[dict], workers: int) -> list[list[dict]]:
         size = math.ceil(len(group) / n)
         pieces += [group[i : i + size] for i in range(0, len(group), size)]
     plans: list[list[dict]] = [[] for _ in range(workers)]
-    for piece in sorted(pieces, key=len, reverse=True):  # longest first onto the lightest worker
+
+    def rank(piece: list[dict]) -> tuple[bool, int]:
+        return context_key(piece[0]["config"]) not in started, -len(piece)
+
+    for piece in sorted(pieces, key=rank):  # started contexts, then longest, onto the lightest worker
         min(plans, key=len).extend(piece)
     return [p for p in plans if p]
 
@@ -99,7 +108,8 @@ def run_bench(
     )
     if todo:
         _preflight(spec)
-        plans = assign(todo, workers)
+        started = {context_key(r["config"]) for r in committed if r["job"] in done and "config" in r}
+        plans = assign(todo, workers, started)
         if len(plans) == 1 and len(devices) == 1:
             run_jobs(plans[0], str(out), devices[0], cache_dir, spec.data_dir)
         else:

@@ -442,3 +442,50 @@ def test_tuner_picks_the_setting_closest_to_the_retrained_model():
         tune(
             "finetune", model, model, splits, tiny_config("finetune"), {"lr": [0.01]}, protocol="retain-free"
         )
+
+
+def test_gradient_balance_caps_the_terms_at_the_bases_gradient_norm():
+    # One parameter vector, a base loss and a terms loss with known gradients: the stand-in the
+    # hook returns must carry exactly c·g_T, and the norm it reads for the base must be the base's.
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    holder = torch.nn.Module()
+    holder.w = w
+    balance = _plus.GradientBalance(ratio=0.5)
+    opt = torch.optim.SGD([w], lr=0.0)  # lr 0: the point is the gradient, not the update
+    g_base, g_terms = torch.tensor([3.0, 4.0]), torch.tensor([0.0, 10.0])  # norms 5 and 10
+    grads = []
+    for _ in range(3):
+        terms = (w * g_terms).sum()
+        stand_in = balance(holder, terms)
+        assert torch.isclose(stand_in, terms.detach())  # the value a base logs is the terms'
+        opt.zero_grad()
+        ((w * g_base).sum() + stand_in).backward()
+        grads.append(w.grad.clone())
+    assert torch.allclose(grads[0], g_base)  # step 1: no base norm yet, no terms
+    assert balance.base_norm == pytest.approx(5.0)  # read from the summed gradient, terms removed
+    # c = min(1, 0.5·5/10) = 0.25 from step 2 on
+    assert torch.allclose(grads[1], g_base + 0.25 * g_terms) and torch.allclose(grads[2], grads[1])
+    assert [round(c, 6) for _, c in balance.log] == [0.25, 0.25]
+    balance.close()
+    assert not w._backward_hooks  # no hook outlives the run
+
+
+def test_plus_spotter_with_a_fast_base_stays_stable_when_the_terms_are_capped():
+    # finetune at a large lr with heavily weighted terms: uncapped, the terms overrun the base and
+    # the retain accuracy falls far below the base alone; capped at the base's gradient norm it
+    # stays near the base (issue: "+spotter" stable at each base's own settings).
+    model, splits = original(), data()
+    fast = {"lr": 0.3, "epochs": 3}
+    base = methods.run("finetune", model, splits, no_aug("finetune", **fast))
+    kw = dict(fast, spotter_lambda2=200.0)
+    raw = methods.run("finetune+spotter", model, splits, no_aug("finetune+spotter", **kw))
+    capped = methods.run(
+        "finetune+spotter", model, splits, no_aug("finetune+spotter", spotter_grad_ratio=1.0, **kw)
+    )
+    acc = {
+        k: evaluate_accuracy(m, splits.test_retain)
+        for k, m in (("base", base), ("raw", raw), ("capped", capped))
+    }
+    assert acc["raw"] < acc["base"] - 20, acc
+    assert acc["capped"] > acc["base"] - 5, acc
+    assert all(torch.isfinite(p).all() for p in capped.parameters())

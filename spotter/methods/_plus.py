@@ -103,11 +103,20 @@ class SpotterTerms:
     """The `extra_loss` hook: (1 − λ1)·neighbour masked KD + λ2·dispersion on the next forget batch."""
 
     def __init__(
-        self, original: nn.Module, splits: Splits, cfg: spotter_method.Config, seed: int, bn: str = "follow"
+        self,
+        original: nn.Module,
+        splits: Splits,
+        cfg: spotter_method.Config,
+        seed: int,
+        bn: str = "follow",
+        grad_ratio: float = 0.0,
     ) -> None:
         if bn not in BN_MODES:
             raise ValueError(f"unknown spotter_bn {bn!r}; valid choices: {', '.join(BN_MODES)}")
-        self.bn = bn
+        if not grad_ratio >= 0:
+            raise ValueError(f"spotter_grad_ratio must be >= 0 (0 = off), got {grad_ratio}")
+        self.bn, self.grad_ratio = bn, grad_ratio
+        self.balance = GradientBalance(grad_ratio) if grad_ratio > 0 else None
         forget = _common.require(splits.forget, "forget", "+spotter")
         device = next(original.parameters()).device
         self.x_nb, self.y, self.src, self.t_clean, self.t_nb = spotter_method.targets(
@@ -144,7 +153,69 @@ class SpotterTerms:
             )
         self.sums += torch.tensor([kd_nb.item(), disp.item()])
         self.calls += 1
-        return (1 - self.cfg.lambda1) * kd_nb + self.cfg.lambda2 * disp  # docs/method.md §5
+        terms = (1 - self.cfg.lambda1) * kd_nb + self.cfg.lambda2 * disp  # docs/method.md §5
+        return terms if self.balance is None else self.balance(student, terms)
+
+    def close(self) -> None:
+        if self.balance is not None:
+            self.balance.close()
+
+
+class GradientBalance:
+    """Caps the added terms' gradient at `ratio` times the base's own gradient norm, so a base that
+    trains with a large learning rate or loss scale is not overrun by terms weighted for Spotter's
+    own small steps (the weights λ1, λ2 still set the terms' mix).
+
+    `_common.step` sums the hook's value into the base's loss before one backward pass, so the
+    base's gradient alone is never materialised. The hook therefore takes the terms' gradient g_T
+    itself and returns a stand-in whose value is the terms' and whose gradient is exactly c·g_T; a
+    gradient hook on each parameter then reads the base's part of the summed gradient (total − c·g_T)
+    during that backward pass. c for step t uses the base's norm from step t − 1 (the first step
+    adds no terms): c = min(1, ratio·‖g_base‖ / ‖g_T‖)."""
+
+    def __init__(self, ratio: float) -> None:
+        self.ratio = ratio
+        self.params: list[nn.Parameter] = []
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.added: dict[int, torch.Tensor] = {}  # id(param) -> c·g_T of the pending backward
+        self.base_sq = 0.0  # ‖g_base‖² accumulated by the parameter hooks of the pending backward
+        self.seen = False
+        self.base_norm: float | None = None
+        self.log: list[tuple[float, float]] = []  # (‖g_T‖ / ‖g_base‖, c) per step
+
+    def _watch(self, student: nn.Module) -> None:
+        self.params = [p for p in student.parameters() if p.requires_grad]
+        for p in self.params:
+            self.handles.append(p.register_hook(functools.partial(self._observe, id(p))))
+
+    def _observe(self, key: int, grad: torch.Tensor) -> None:
+        added = self.added.pop(key, None)  # set only for the step's own backward pass
+        if added is not None:
+            self.base_sq += float((grad - added).pow(2).sum())
+            self.seen = True
+
+    def __call__(self, student: nn.Module, terms: torch.Tensor) -> torch.Tensor:
+        if not self.params:
+            self._watch(student)
+        if self.seen:  # the previous step's backward ran: its base norm is complete
+            self.base_norm, self.base_sq, self.seen = self.base_sq**0.5, 0.0, False
+        self.added = {}
+        grads = torch.autograd.grad(terms, self.params, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads, strict=True)]
+        norm = float(torch.sqrt(sum(g.pow(2).sum() for g in grads)))
+        if self.base_norm is None or norm == 0.0:
+            scale = 0.0
+        else:
+            scale = min(1.0, self.ratio * self.base_norm / norm)
+            self.log.append((norm / max(self.base_norm, 1e-12), scale))
+        self.added = {id(p): scale * g for p, g in zip(self.params, grads, strict=True)}
+        inner = sum((p * self.added[id(p)]).sum() for p in self.params)
+        return terms.detach() + inner - inner.detach()  # value: the terms'; gradient: c·g_T
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles, self.added = [], {}
 
 
 def _field(f: dataclasses.Field) -> dataclasses.Field:
@@ -178,6 +249,7 @@ def combo(name: str) -> types.ModuleType:
     fields = [(f.name, base_hints[f.name], _field(f)) for f in dataclasses.fields(base.Config)]
     fields += [(PREFIX + n, spot_hints[n], dataclasses.field(default=getattr(defaults, n))) for n in FIELDS]
     fields.append((PREFIX + "bn", str, dataclasses.field(default="follow")))
+    fields.append((PREFIX + "grad_ratio", float, dataclasses.field(default=0.0)))
     clash = {PREFIX + n for n in FIELDS} & {f.name for f in dataclasses.fields(base.Config)}
     assert not clash, clash
 
@@ -186,6 +258,10 @@ def combo(name: str) -> types.ModuleType:
         if getattr(self, PREFIX + "bn") not in BN_MODES:
             raise ValueError(
                 f"unknown spotter_bn {getattr(self, PREFIX + 'bn')!r}; valid choices: {', '.join(BN_MODES)}"
+            )
+        if not getattr(self, PREFIX + "grad_ratio") >= 0:
+            raise ValueError(
+                f"spotter_grad_ratio must be >= 0 (0 = off), got {getattr(self, PREFIX + 'grad_ratio')}"
             )
 
     config = dataclasses.make_dataclass(
@@ -204,8 +280,20 @@ def combo(name: str) -> types.ModuleType:
     def unlearn(model: nn.Module, splits: Splits, cfg: typing.Any) -> nn.Module:
         base_cfg, spot_cfg = split_config(cfg, base)
         torch.manual_seed(getattr(base_cfg, "seed", 0))
-        terms = SpotterTerms(model, splits, spot_cfg, seed=getattr(base_cfg, "seed", 0), bn=cfg.spotter_bn)
-        out = base.unlearn(model, splits, base_cfg, extra_loss=terms)
+        terms = SpotterTerms(
+            model, splits, spot_cfg, seed=getattr(base_cfg, "seed", 0), bn=cfg.spotter_bn,
+            grad_ratio=cfg.spotter_grad_ratio,
+        )  # fmt: skip
+        try:
+            out = base.unlearn(model, splits, base_cfg, extra_loss=terms)
+        finally:
+            terms.close()
+        if terms.balance is not None and terms.balance.log:
+            ratios, scales = zip(*terms.balance.log, strict=True)
+            log.info(
+                "%s: the terms' gradient was %.2f× the base's (median), scaled by %.2f (median, %d steps)",
+                name, sorted(ratios)[len(ratios) // 2], sorted(scales)[len(scales) // 2], len(scales),
+            )  # fmt: skip
         if terms.calls:
             kd_nb, disp = (terms.sums / terms.calls).tolist()
             log.info(

@@ -163,7 +163,7 @@ def test_unknown_dataset_is_a_clear_error(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["fashion_mnist", "cifar10_resnet18", "cifar100_resnet18", "tinyimagenet_resnet18"]
+    "name", ["fashion_mnist", "fm_plus", "cifar10_resnet18", "cifar100_resnet18", "tinyimagenet_resnet18"]
 )
 def test_shipped_specs_parse(name: str) -> None:
     path = BENCHMARKS / f"{name}.toml"

@@ -1,25 +1,40 @@
 """ "+spotter" on any base method: the base's own loss plus Spotter's neighbourhood and dispersion terms.
 
-    L = L_base + (1 − λ1)·KL(mask(p_orig(x')) ‖ p_θ(x')) + λ2·dispersion(h_θ(x), y)
+    L = L_base + c·[(1 − λ1)·KL(mask(p_orig(x')) ‖ p_θ(x')) + λ2·dispersion(h_θ(x), y) + λ3·PRA_sim]
 
 on a forget batch (x, y) and its PGD neighbours x' at every optimiser step of the base method, in
 one training run (docs/method.md §5, "Plug-and-play"). The terms come from `spotter.spotter_terms`;
-the neighbours are built once from the frozen original, as Spotter builds them. How the terms see
-BatchNorm (`spotter_bn`): "follow" (default) normalises them the way the base's own forward pass
-does at that step: with running statistics where the base keeps BatchNorm in eval mode, with the
-batch's statistics where the base trains it, and then without updating the running statistics
-(single-class batches would corrupt them); "eval" always uses the running statistics (Spotter's
-own setting, and this module's before 2026-12-04: a base that moves fast in train mode leaves them
-stale for the terms, which went to NaN at finetune's and l1_sparse's lr 0.03). Their gradients go
-through the base's own gradient handling (SalUn's mask, UNSC's projection).
+the neighbours are built once from the frozen original, as Spotter builds them. Their gradients go
+through the base's own gradient handling (SalUn's mask, UNSC's projection). Data: the forget set
+(the terms), plus whatever the base reads; the terms never read retain data, also where the base
+does (they are Spotter's retain-free terms; a base that reads D_r already protects it its way).
+
+λ3·PRA_sim is our simulated prototype attack (`spotter_lambda3`, off as in Spotter's defaults; the
+term of our `spotter` presets and of spotter_auto): with it the add-on is "BASE + our terms".
+
+Ours, beyond the paper: how the terms follow the base, so one setting serves every base (measured
+in benchmarks/README.md, "+spotter on every base"; the paper adds the terms at a weight tuned with
+its base):
+- The factor c (`spotter_scale`). "step" (default): under an SGD base c = min(1, spotter_lr / the
+  base's lr), read from the optimiser at every step, so the terms move the weights about as far per
+  step as in Spotter's own training at `spotter_lr`, whatever the base's lr (at full weight under a
+  base at lr 0.03 they overran it: retain classes collapsed, or the loss went to NaN); under an Adam-type base, whose steps are normalised per weight and so do
+  not grow with the gradient, the terms' gradient is capped at `spotter_grad_ratio` times the base's
+  own gradient norm (`GradientBalance`), so they redirect the base's step without ruling it.
+  "gradient" uses that cap under every optimiser; "none" takes the weights as given (the paper).
+- BatchNorm (`spotter_bn`). "eval" (default) normalises the terms with the running statistics, as
+  the evaluation and Spotter itself do; "follow" normalises them as the base's own forward pass at
+  that step (the batch's statistics where the base trains BatchNorm), never updating the running
+  statistics in either mode (single-class batches would corrupt them). "follow" was the default
+  while the terms went unscaled, because with them the running statistics went stale under a fast
+  base and the terms went to NaN; with c the NaN is gone, and terms computed on a single-class
+  batch's own statistics did not lower OU@ε, which is measured with the running ones.
 
 A combination's Config holds the base's fields plus Spotter's, prefixed `spotter_` (λ1, λ2,
-temperature, the forget batch size and the neighbourhood settings); its NEEDS is the union of the
-base's and Spotter's ("forget"). Bases take part by accepting `extra_loss` in `unlearn` (see
-`_common.step`). Measured on Fashion-MNIST (benchmarks/README.md, "Every method on the embedded
-default"): bases that move the weights fast (SGD lr 3e-2, Adam 5e-3..1e-2) need a much smaller λ2
-(0.05) or lr, and unsir+spotter collapsed at every λ2 tried. Which cannot, and why: `retrain`
-trains from scratch through the shared trainer (it has no original to distil and must stay the
+temperature, lr, the forget batch size and the neighbourhood settings) and the three above; its
+NEEDS is the union of the base's and Spotter's ("forget"). Bases take part by accepting
+`extra_loss` in `unlearn` (see `_common.step`). Which cannot, and why: `retrain` trains from
+scratch through the shared trainer (it has no original to distil and must stay the
 exact-unlearning reference); `spotter` already is these terms.
 """
 
@@ -36,8 +51,10 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from spotter.data import Splits
+from spotter.functional.losses import prototype_attack_loss
 from spotter.methods import _common
 from spotter.methods import spotter as spotter_method
 from spotter.models.batchnorm import batchnorm_layers, bn_eval
@@ -51,6 +68,7 @@ FIELDS = (
     "lambda1",
     "lambda2",
     "temperature",
+    "lr",  # the step the terms are given under an SGD base (spotter_scale "step")
     "batch_size",
     "eps",
     "step",
@@ -58,8 +76,11 @@ FIELDS = (
     "direction",
     "copies",
     "neighbour_seed",
+    "lambda3",  # ours: the simulated prototype attack ("BASE+spotter" with it is BASE + our terms)
+    "proto_variants",
 )
 BN_MODES = ("follow", "eval")  # how the added terms see BatchNorm (module docstring)
+SCALES = ("step", "gradient", "none")  # how the added terms' weight follows the base (module docstring)
 WHY_NOT = {
     "retrain": "retrain trains from scratch with the shared trainer: there is no original to distil, "
     "and the exact-unlearning reference must stay untouched",
@@ -108,15 +129,20 @@ class SpotterTerms:
         splits: Splits,
         cfg: spotter_method.Config,
         seed: int,
-        bn: str = "follow",
-        grad_ratio: float = 0.0,
+        bn: str = "eval",
+        scale: str = "step",
+        grad_ratio: float = 1.0,
     ) -> None:
         if bn not in BN_MODES:
             raise ValueError(f"unknown spotter_bn {bn!r}; valid choices: {', '.join(BN_MODES)}")
-        if not grad_ratio >= 0:
-            raise ValueError(f"spotter_grad_ratio must be >= 0 (0 = off), got {grad_ratio}")
-        self.bn, self.grad_ratio = bn, grad_ratio
-        self.balance = GradientBalance(grad_ratio) if grad_ratio > 0 else None
+        if scale not in SCALES:
+            raise ValueError(f"unknown spotter_scale {scale!r}; valid choices: {', '.join(SCALES)}")
+        if not grad_ratio > 0:
+            raise ValueError(f"spotter_grad_ratio must be > 0, got {grad_ratio}")
+        self.bn, self.scale = bn, scale
+        self.balance = GradientBalance(grad_ratio) if scale != "none" else None
+        self.watch = OptimizerWatch() if scale == "step" else None
+        self.scales: list[float] = []  # the factor each step's terms were given ("step", SGD)
         forget = _common.require(splits.forget, "forget", "+spotter")
         device = next(original.parameters()).device
         self.x_nb, self.y, self.src, self.t_clean, self.t_nb = spotter_method.targets(
@@ -126,8 +152,10 @@ class SpotterTerms:
         self.forget_classes = splits.forget_classes
         self.k = splits.num_classes
         self.generator = torch.Generator().manual_seed(seed)
+        self.g_attack = torch.Generator().manual_seed(seed + 7919)  # as Spotter's own λ3 stream
+        self.variants = tuple(v.strip() for v in cfg.proto_variants.split(","))
         self.queue: list[torch.Tensor] = []
-        self.sums, self.calls = torch.zeros(2), 0
+        self.sums, self.calls = torch.zeros(3), 0
 
     def _next(self) -> torch.Tensor:
         if not self.queue:  # a new pass, every batch holding each forget class (spotter.spread_order)
@@ -141,7 +169,7 @@ class SpotterTerms:
         x = self.forget.x[src].to(self.device).float().div(255)
         view = student if student.head.out_features == self.k else _KWay(student, self.k)
         with bn_eval(student) if self.bn == "eval" else statistics_untouched(student):
-            _, kd_nb, disp, _ = spotter_method.spotter_terms(
+            _, kd_nb, disp, feats = spotter_method.spotter_terms(
                 view,
                 x,
                 self.x_nb[idx].to(self.device),
@@ -151,14 +179,60 @@ class SpotterTerms:
                 self.forget_classes,
                 self.cfg.temperature,
             )
-        self.sums += torch.tensor([kd_nb.item(), disp.item()])
+        proto = torch.zeros((), device=self.device)
+        if self.cfg.lambda3 > 0:  # ours: the simulated prototype attack (docs/method.md §5)
+            proto = prototype_attack_loss(
+                feats, self.y[idx].to(self.device), student.head, self.forget_classes, self.g_attack,
+                variants=self.variants,
+            )  # fmt: skip
+        self.sums += torch.tensor([kd_nb.item(), disp.item(), proto.item()])
         self.calls += 1
-        terms = (1 - self.cfg.lambda1) * kd_nb + self.cfg.lambda2 * disp  # docs/method.md §5
-        return terms if self.balance is None else self.balance(student, terms)
+        # docs/method.md §5: (1 − λ1)·KD(x') + λ2·disp (+ λ3·PRA_sim, ours)
+        terms = (1 - self.cfg.lambda1) * kd_nb + self.cfg.lambda2 * disp + self.cfg.lambda3 * proto
+        if self.balance is None:  # "none": the weights as given
+            return terms
+        if self.watch is not None:
+            self.watch.follow(student)
+            if self.watch.lr is None:  # the base's optimiser has not stepped yet: nothing to match
+                return 0.0 * terms
+            if not self.watch.adaptive:
+                self.scales.append(min(1.0, self.cfg.lr / self.watch.lr))
+                return self.scales[-1] * terms
+        return self.balance(student, terms)  # "gradient", or an adaptive optimiser under "step"
 
     def close(self) -> None:
         if self.balance is not None:
             self.balance.close()
+        if self.watch is not None:
+            self.watch.close()
+
+
+class OptimizerWatch:
+    """Which optimiser steps the student's weights, and at what learning rate: read before each of
+    its steps (a global optimiser pre-step hook, removed by `close`), so schedules and bases with
+    several phases are followed without their code knowing. Optimisers of other tensors (UNSIR's
+    noise) are ignored."""
+
+    def __init__(self) -> None:
+        self.lr: float | None = None
+        self.adaptive = False
+        self.ids: set[int] = set()
+        self.handle = register_optimizer_step_pre_hook(self._seen)
+
+    def follow(self, student: nn.Module) -> None:
+        if not self.ids:
+            self.ids = {id(p) for p in student.parameters()}
+
+    def _seen(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        for group in opt.param_groups:
+            if any(id(p) in self.ids for p in group["params"]):
+                # SGD's step is lr·gradient; Adam-type steps are normalised per weight, so their lr
+                # says nothing about how far a gradient of a given size moves the weights
+                self.lr, self.adaptive = float(group["lr"]), not isinstance(opt, torch.optim.SGD)
+                return
+
+    def close(self) -> None:
+        self.handle.remove()
 
 
 class GradientBalance:
@@ -248,8 +322,9 @@ def combo(name: str) -> types.ModuleType:
     defaults = spotter_method.Config()
     fields = [(f.name, base_hints[f.name], _field(f)) for f in dataclasses.fields(base.Config)]
     fields += [(PREFIX + n, spot_hints[n], dataclasses.field(default=getattr(defaults, n))) for n in FIELDS]
-    fields.append((PREFIX + "bn", str, dataclasses.field(default="follow")))
-    fields.append((PREFIX + "grad_ratio", float, dataclasses.field(default=0.0)))
+    fields.append((PREFIX + "bn", str, dataclasses.field(default="eval")))
+    fields.append((PREFIX + "scale", str, dataclasses.field(default="step")))
+    fields.append((PREFIX + "grad_ratio", float, dataclasses.field(default=1.0)))
     clash = {PREFIX + n for n in FIELDS} & {f.name for f in dataclasses.fields(base.Config)}
     assert not clash, clash
 
@@ -259,10 +334,12 @@ def combo(name: str) -> types.ModuleType:
             raise ValueError(
                 f"unknown spotter_bn {getattr(self, PREFIX + 'bn')!r}; valid choices: {', '.join(BN_MODES)}"
             )
-        if not getattr(self, PREFIX + "grad_ratio") >= 0:
+        if getattr(self, PREFIX + "scale") not in SCALES:
             raise ValueError(
-                f"spotter_grad_ratio must be >= 0 (0 = off), got {getattr(self, PREFIX + 'grad_ratio')}"
+                f"unknown spotter_scale {getattr(self, PREFIX + 'scale')!r}; valid choices: {', '.join(SCALES)}"
             )
+        if not getattr(self, PREFIX + "grad_ratio") > 0:
+            raise ValueError(f"spotter_grad_ratio must be > 0, got {getattr(self, PREFIX + 'grad_ratio')}")
 
     config = dataclasses.make_dataclass(
         base.Config.__name__,
@@ -282,12 +359,17 @@ def combo(name: str) -> types.ModuleType:
         torch.manual_seed(getattr(base_cfg, "seed", 0))
         terms = SpotterTerms(
             model, splits, spot_cfg, seed=getattr(base_cfg, "seed", 0), bn=cfg.spotter_bn,
-            grad_ratio=cfg.spotter_grad_ratio,
+            scale=cfg.spotter_scale, grad_ratio=cfg.spotter_grad_ratio,
         )  # fmt: skip
         try:
             out = base.unlearn(model, splits, base_cfg, extra_loss=terms)
         finally:
             terms.close()
+        if terms.scales:
+            log.info(
+                "%s: the terms weighted by %.3g (spotter_lr / the base's lr, median of %d steps)",
+                name, sorted(terms.scales)[len(terms.scales) // 2], len(terms.scales),
+            )  # fmt: skip
         if terms.balance is not None and terms.balance.log:
             ratios, scales = zip(*terms.balance.log, strict=True)
             log.info(
@@ -295,13 +377,14 @@ def combo(name: str) -> types.ModuleType:
                 name, sorted(ratios)[len(ratios) // 2], sorted(scales)[len(scales) // 2], len(scales),
             )  # fmt: skip
         if terms.calls:
-            kd_nb, disp = (terms.sums / terms.calls).tolist()
+            kd_nb, disp, proto = (terms.sums / terms.calls).tolist()
             log.info(
-                "%s: %d steps with Spotter's terms (mean kd_nb %.4f, disp %.4f)",
+                "%s: %d steps with Spotter's terms (mean kd_nb %.4f, disp %.4f, simulated PRA %.4f)",
                 name,
                 terms.calls,
                 kd_nb,
                 disp,
+                proto,
             )
         return out
 

@@ -3,7 +3,8 @@
     python benchmarks/plus_table.py [--runs benchmarks/results/fashion_mnist benchmarks/results/fm_plus]
 
 Reads the rows of every run folder given (stale rows left out, as `spotter report` does), pairs each
-base's row with its "+spotter" row of the same context (forget set, train seed) and prints, per
+base's row with its "+spotter" row (the paper's terms) and its "+ours" row (the terms of our preset
+`fashion-mnist`) of the same context (forget set, train seed) and prints, per
 base, the mean over the contexts both hold of: the change "+spotter" makes to forget test accuracy,
 test_retain, the worst retain class (change against the original, the lower of the two rows'), OU@ε
 (PGD) and PRA (cosine, K 5, attacker's best α); then the issue's bars per base: stable (test_retain
@@ -25,7 +26,7 @@ from classes_summary import context_of, pra_at  # noqa: E402
 
 from spotter.bench.provenance import latest_per_job, stale_reason  # noqa: E402
 
-SUFFIX = "+spotter"
+SUFFIXES = ("+spotter", "+ours")  # the paper's terms; the terms of our preset `fashion-mnist`
 RUNS = ("benchmarks/results/fashion_mnist", "benchmarks/results/fm_plus")
 
 
@@ -53,14 +54,16 @@ def worst_change(row: dict[str, Any], original: dict[str, Any]) -> float:
     )
 
 
-def pairs(table: dict[tuple, dict[str, dict]]) -> dict[str, list[tuple[tuple, dict, dict, dict]]]:
-    """base -> [(context, original, base row, combo row)]."""
+def pairs(
+    table: dict[tuple, dict[str, dict]], suffix: str
+) -> dict[str, list[tuple[tuple, dict, dict, dict]]]:
+    """base -> [(context, original, base row, BASE+suffix row)]."""
     out: dict[str, list] = {}
     for ctx, rows in sorted(table.items()):
         original = rows.get("original")
         for label, combo in rows.items():
-            base = label.removesuffix(SUFFIX)
-            if label.endswith(SUFFIX) and base in rows and original is not None:
+            base = label.removesuffix(suffix)
+            if label.endswith(suffix) and base in rows and original is not None:
                 out.setdefault(base, []).append((ctx, original, rows[base], combo))
     return out
 
@@ -69,11 +72,12 @@ def _mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
-def render(table: dict[tuple, dict[str, dict]]) -> str:
-    head = ("| base | contexts | Δ test forget | test_retain base → +spotter | worst class base → +spotter | "
-            "OU@ε base → +spotter | PRA cos K5 base → +spotter | stable | OU lower | PRA halved | retain ±1 |")  # fmt: skip
+def render(table: dict[tuple, dict[str, dict]], suffix: str = "+spotter") -> str:
+    s = suffix
+    head = (f"| base | contexts | Δ test forget | test_retain base → {s} | worst class base → {s} | "
+            f"OU@ε base → {s} | PRA cos K5 base → {s} | stable | OU lower | PRA halved | retain −1 |")  # fmt: skip
     lines = [head, "|" + "---|" * 11]
-    for base, items in sorted(pairs(table).items()):
+    for base, items in sorted(pairs(table, suffix).items()):
         get = {
             "forget": [c["test_forget_acc"] - b["test_forget_acc"] for _, _, b, c in items],
             "ret_b": [b["test_retain_acc"] for _, _, b, _ in items],
@@ -107,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--include-stale", action="store_true", help="also rows whose code has changed since")
     args = parser.parse_args(argv)
-    print(render(load(args.runs, args.include_stale)))
+    table = load(args.runs, args.include_stale)
+    for suffix in SUFFIXES:
+        print(f"\nBASE{suffix}\n")
+        print(render(table, suffix))
     return 0
 
 

@@ -68,6 +68,12 @@ def pairs(
     return out
 
 
+def pra_cos5(row: dict[str, Any]) -> float:
+    """PRA forget accuracy, cosine row, K 5 (the row's K sweep; else the evaluator's PRA at K 5)."""
+    value = pra_at(row, "cosine", 5)
+    return row["pra_forget_acc"] if value is None else value
+
+
 def _mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
@@ -86,8 +92,8 @@ def render(table: dict[tuple, dict[str, dict]], suffix: str = "+spotter") -> str
             "worst_c": [worst_change(c, o) for _, o, _, c in items],
             "ou_b": [b["ou_pgd"] for _, _, b, _ in items],
             "ou_c": [c["ou_pgd"] for _, _, _, c in items],
-            "pra_b": [pra_at(b, "cosine", 5) or b["pra_forget_acc"] for _, _, b, _ in items],
-            "pra_c": [pra_at(c, "cosine", 5) or c["pra_forget_acc"] for _, _, _, c in items],
+            "pra_b": [pra_cos5(b) for _, _, b, _ in items],
+            "pra_c": [pra_cos5(c) for _, _, _, c in items],
         }
         m = {k: _mean(v) for k, v in get.items()}
         stable = all(c >= b - 3 for b, c in zip(get["ret_b"], get["ret_c"], strict=True))

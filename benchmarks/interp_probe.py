@@ -22,10 +22,11 @@ import json
 import logging
 
 import torch
-from auto_probe import after_reestimate, context_for, per_class  # a sibling script
+from auto_probe import GAP_KEYS, after_reestimate, context_for, per_class  # a sibling script
 
 from spotter.audit.checks import pra_report
-from spotter.evaluation.relearn_grid import RelearnGridConfig, relearn_grid, relearning_gap
+from spotter.evaluation.gap import decided_gap
+from spotter.evaluation.relearn_grid import RelearnGridConfig, relearn_grid
 from spotter.training.checkpoint import load_model
 
 
@@ -75,8 +76,9 @@ def main() -> None:
             "pra": {"shots": pra["shots"], **{v: pra["variants"][v]["forget_acc"] for v in pra["variants"]}},
         }
         if retrained_grid is not None:
-            gap = relearning_gap(relearn_grid(model, ctx.splits, grid, ctx.device), retrained_grid)
-            out["relearn_gap"] = {k: gap[k] for k in ("budgets", "worst", "worst_attacker")}
+            weights = (len(ctx.splits.test_forget), len(ctx.splits.test_retain))
+            gap = decided_gap(relearn_grid(model, ctx.splits, grid, ctx.device), retrained_grid, weights)
+            out["relearn_gap"] = {k: gap[k] for k in GAP_KEYS}
         with open(args.out, "a") as fh:
             fh.write(json.dumps(out) + "\n")
         print(json.dumps(out), flush=True)

@@ -188,16 +188,23 @@ def test_classes_summary_finds_the_worst_class_and_counts_bars(tmp_path: Path) -
     assert "2 (-10.00)" in text
 
 
-def _grid(forget_acc: dict[str, list[float]]) -> dict:
-    """A reduced relearning grid's row entry: forget test accuracy per attacker at steps 0, 25, 100."""
-    return {"steps": [0, 25, 100], "budgets": [25, 100], "attackers": [
-        {"name": name, "test_forget_acc": acc, "relearn_steps": 101} for name, acc in forget_acc.items()]}  # fmt: skip
+def _grid(runs: dict[str, tuple[list[float], list[float]]]) -> dict:
+    """A reduced relearning grid's row entry: per attacker, forget and retain test accuracy at steps
+    0, 25, 100."""
+    return {"steps": [0, 25, 100], "budgets": [25, 100], "target": 50.0, "attackers": [
+        {"name": name, "test_forget_acc": f, "test_retain_acc": r, "lr": [0.0, 0.1, 0.1], "relearn_steps": 101}
+        for name, (f, r) in runs.items()]}  # fmt: skip
 
 
 def test_classes_summary_reads_the_worst_relearning_gap_against_the_retrained_row(tmp_path: Path) -> None:
     summary = _summary_module()
-    retrained_grid = _grid({"sgd": [0.0, 5.0, 20.0], "adam": [0.0, 0.0, 30.0]})
-    ours_grid = _grid({"sgd": [0.0, 30.0, 25.0], "adam": [0.0, 2.0, 45.0]})  # gaps: 25 / 5 and 2 / 15
+    kept = [90.0, 90.0, 90.0]
+    retrained_grid = _grid({"sgd": ([0.0, 5.0, 20.0], kept), "adam": ([0.0, 0.0, 30.0], kept),
+                            "collapse": ([0.0, 0.0, 0.0], [90.0, 89.0, 89.0])})  # fmt: skip
+    # gaps 25 / 5 and 2 / 15; "collapse" calls retain images the forget class (retain 90 -> 40): the
+    # attacker declines it (overall accuracy 54.75 < 67.5 untouched), so it is no gap, only a raw one
+    ours_grid = _grid({"sgd": ([0.0, 30.0, 25.0], kept), "adam": ([0.0, 2.0, 45.0], kept),
+                       "collapse": ([0.0, 99.0, 99.0], [90.0, 40.0, 40.0])})  # fmt: skip
     rows = [
         _sweep_row("original", [95.0, 90.0, 92.0, 94.0], forget_acc=99.0, test_forget_acc=95.0),
         _sweep_row(
@@ -212,6 +219,7 @@ def test_classes_summary_reads_the_worst_relearning_gap_against_the_retrained_ro
     (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     ours = summary.contexts(summary.read_rows(tmp_path / "results.jsonl"))[(0,), 0]["ours"]
     assert (ours["relearn_gap_25"], ours["relearn_gap_100"]) == (25.0, 15.0)  # the worst attacker per budget
+    assert ours["relearn_gap_100_raw"] == 99.0  # the collapsed run, counted without the option to decline
     assert summary.RELEARN_BAR[1](ours) is False  # 15 > 10 points at 100 steps
     assert ours["statistics_gap"] == pytest.approx(39.5)  # re-estimated statistics, against the retrained
     assert "0 of 1 |" in summary.summarise(tmp_path).split("| ours |")[1].splitlines()[0]

@@ -13,6 +13,7 @@ from _methods_fixtures import data, micro, one_thread, original, same, state
 
 from spotter.audit.context import audit_config
 from spotter.evaluation import relearn_grid as rg
+from spotter.evaluation.gap import balanced_weights, decided_gap, declined
 from spotter.evaluation.relearn_grid import (
     Attacker,
     RelearnGridConfig,
@@ -233,6 +234,57 @@ def test_gap_is_unlearned_minus_retrained_and_the_worst_is_the_largest():
     assert same_model["worst"] == [0, 0] and same_model["time_ratio"] == 1.0
     with pytest.raises(ValueError, match="different attackers"):
         relearning_gap(unlearned, _grid({"a": ([0, 0, 0], 1)}))
+
+
+# ---- the option to decline (spotter.evaluation.gap) -----------------------------------------
+
+
+def _runs(rows: dict[str, tuple[list[float], list[float]]]) -> dict:
+    """A recorded grid: attacker name -> (forget, retain test accuracy at steps 0, 25, 100)."""
+    attackers = [{"name": n, "test_forget_acc": list(f), "test_retain_acc": list(r), "lr": [0.0, 0.1, 0.1],
+                  "relearn_steps": relearn_steps([0, 25, 100], f, 50.0)} for n, (f, r) in rows.items()]  # fmt: skip
+    return {"steps": [0, 25, 100], "budgets": [25, 100], "target": 50.0, "cap": 100, "attackers": attackers}
+
+
+def test_a_collapsed_or_diverged_attack_is_declined_and_a_real_one_is_kept():
+    grid = _runs({
+        "collapse": ([0.0, 97.4, 96.2], [95.5, 60.4, 62.6]),  # shirts everywhere: overall 64 < 86
+        "relearn": ([0.0, 70.9, 86.4], [95.5, 91.8, 88.5]),  # overall 89.7 and 88.3 >= 85.95
+        "diverged": ([0.0, math.nan, math.nan], [95.5, math.nan, math.nan]),
+    })  # fmt: skip
+    out = {a["name"]: a for a in declined(grid, weights=(1000, 9000))["attackers"]}
+    assert out["collapse"]["test_forget_acc"] == [0.0, 0.0, 0.0] and out["collapse"]["lr"] == [0.0, 0.0, 0.0]
+    assert out["collapse"]["test_retain_acc"] == [95.5, 95.5, 95.5] and out["collapse"]["declined"] == [
+        25,
+        100,
+    ]
+    assert not out["collapse"]["relearned"] and out["collapse"]["relearn_steps"] == 101  # recounted
+    assert out["relearn"]["test_forget_acc"] == [0.0, 70.9, 86.4] and out["relearn"]["declined"] == []
+    assert out["relearn"]["relearn_steps"] == 25 and out["relearn"]["relearned"]
+    assert out["diverged"]["test_forget_acc"] == [0.0, 0.0, 0.0]
+    assert grid["attackers"][0]["test_forget_acc"] == [0.0, 97.4, 96.2]  # a copy: the record is untouched
+    # weighed by the test sets' sizes: where forget images were most of the test set, the collapse pays
+    assert declined(grid, weights=(9, 1))["attackers"][0]["declined"] == []
+
+
+def test_the_decided_gap_declines_for_both_models_and_keeps_the_raw_gap_beside_it():
+    unlearned = _runs({"collapse": ([0.0, 97.4, 96.2], [95.5, 60.4, 62.6]),
+                       "relearn": ([0.0, 70.9, 86.4], [95.5, 91.8, 88.5])})  # fmt: skip
+    retrained = _runs({"collapse": ([0.0, 0.0, 97.7], [95.5, 85.9, 47.2]),  # the reference collapses too
+                       "relearn": ([0.0, 0.0, 0.0], [95.5, 87.5, 88.1])})  # fmt: skip
+    gap = decided_gap(unlearned, retrained, weights=(1000, 9000))
+    rows = {r["name"]: r for r in gap["attackers"]}
+    assert rows["collapse"]["gap"] == [0.0, 0.0] and rows["relearn"]["gap"] == [70.9, 86.4]
+    assert gap["worst"] == [70.9, 86.4] and gap["worst_attacker"] == ["relearn", "relearn"]
+    # the grid's own rule counts the collapse as relearning: 97.4 at 25 steps, and at 100 steps the
+    # reference's collapse (97.7) hides the unlearned model's real relearning (86.4) behind a -1.5 gap
+    assert gap["raw_worst"] == [97.4, 86.4] and gap["raw_worst_attacker"] == ["collapse", "relearn"]
+    assert relearning_gap(unlearned, retrained)["attackers"][0]["gap"] == [97.4, pytest.approx(-1.5)]
+    assert balanced_weights(10, [0]) == (1, 9) and balanced_weights(10, [5, 7, 9]) == (3, 7)
+    with pytest.raises(ValueError, match="0 < forget classes < num_classes"):
+        balanced_weights(2, [0, 1])
+    with pytest.raises(ValueError, match="weights must be positive"):
+        declined(unlearned, weights=(0, 9))
 
 
 # ---- configuration ---------------------------------------------------------------------------

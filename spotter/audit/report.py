@@ -65,7 +65,8 @@ AUDIT_MEASURES = {
     for m in (
         Measure("relearn_gap_100", "relearning gap, 100 steps", LOWER, 2, "pts",
                 "the largest, over the relearning grid's attackers, of forget test accuracy after 100 "
-                "fine-tuning steps minus the retrained model's under the same attacker (0 = as hard to "
+                "fine-tuning steps minus the retrained model's under the same attacker, each attacker "
+                "keeping the model untouched when its attack lowers overall test accuracy (0 = as hard to "
                 "relearn as never having learned; the retrained model's own gap is 0)"),
         Measure("relearn_gap_400", "relearning gap, 400 steps", LOWER, 2, "pts",
                 "the same after 400 fine-tuning steps"),

@@ -28,12 +28,13 @@ from spotter.audit.checks import (
 )
 from spotter.audit.context import AuditConfig, Shared
 from spotter.data import Splits
+from spotter.evaluation.gap import decided_gap
 from spotter.evaluation.relearn import (
     finetune_relearn,
     relearn_time,
     statistics_relearn,
 )
-from spotter.evaluation.relearn_grid import relearn_grid, relearning_gap
+from spotter.evaluation.relearn_grid import relearn_grid
 from spotter.progress import task
 
 log = logging.getLogger("spotter")
@@ -73,16 +74,18 @@ def _audit_one(sh: Shared, model: nn.Module) -> dict[str, Any]:
     return out
 
 
-def _relearning_gaps(results: dict[str, dict[str, Any]]) -> None:
-    """Each model's relearning gap against the retrained model (the retrained model's own is 0 by
-    construction: the reference row of the verdict; the original's shows the scale)."""
+def _relearning_gaps(results: dict[str, dict[str, Any]], splits: Splits) -> None:
+    """Each model's relearning gap against the retrained model, every attacker free to decline an
+    attack that lowers overall test accuracy (spotter.evaluation.gap; the retrained model's own gap
+    is 0 by construction: the reference row of the verdict; the original's shows the scale)."""
     reference = results.get("retrained", {}).get("relearn_grid")
     if not isinstance(reference, dict) or "skipped" in reference:
         return
+    weights = (len(splits.test_forget), len(splits.test_retain))
     for res in results.values():
         grid = res.get("relearn_grid")
         if isinstance(grid, dict) and "skipped" not in grid:
-            res["relearn_gap"] = relearning_gap(grid, reference)
+            res["relearn_gap"] = decided_gap(grid, reference, weights)
 
 
 def audit(
@@ -114,7 +117,7 @@ def audit(
         t1 = time.time()
         results[name] = _audit_one(sh, model)
         log.info("audited %s in %.0fs", name, time.time() - t1)
-    _relearning_gaps(results)
+    _relearning_gaps(results, splits)
     grid_notes = [n for r in results.values() for n in (r.get("relearn_grid") or {}).get("notes", [])]
     return {
         "forget_classes": list(splits.forget_classes),

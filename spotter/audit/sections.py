@@ -237,7 +237,9 @@ def _relearn_grid(result: dict) -> list[str]:
         "weight (`whole`), the final linear layer (`head`) or that layer re-initialised (`head_reinit`), "
         "with BatchNorm statistics frozen (`bn-eval`) or taken from the attack batch (`bn-train`). Per "
         "step budget it keeps the learning rate whose attacked model has the highest overall test "
-        "accuracy. Cells: unlearned / retrained forget test accuracy (%) and, in brackets, the gap "
+        "accuracy, and keeps the model untouched when no rate reaches the untouched model's overall "
+        "accuracy (a run that makes the model call retain images the forget class has collapsed; it has "
+        "not relearned). Cells: unlearned / retrained forget test accuracy (%) and, in brackets, the gap "
         "(unlearned − retrained, points). A model that never learned the class also picks it up from a "
         "few images, so the retrained model is the reference, not 0. "
         f"Steps to {grid['target']:g}%: the first recorded step ({', '.join(map(str, grid['steps']))}; 0 "
@@ -258,6 +260,11 @@ def _relearn_grid(result: dict) -> list[str]:
         )
         lines += ["", f"Worst gap of the {m} model: {worst}; smallest time ratio {_ratio(g['time_ratio'])} "
                   f"({g['time_ratio_attacker'] or '-'})."]  # fmt: skip
+        if "raw_worst" in g:  # the same attackers without the option to decline
+            raw = ", ".join(
+                f"{fmt(w, 'pts')} at {b} steps" for b, w in zip(g["budgets"], g["raw_worst"], strict=True)
+            )
+            lines[-1] += f" Counting collapsed runs as relearning (no option to decline): {raw}."
     if not gap:
         lines += ["", "No retrained model was given, so there is no gap: the forget accuracies stand alone."]
     return lines

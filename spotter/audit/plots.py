@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from spotter.evaluation.gap import balanced_weights, declined
 from spotter.report.plots import pyplot as _pyplot
 from spotter.report.plots import save_figure as _save
 
@@ -113,6 +114,10 @@ def _relearn_grid(plt: Any, result: dict, path: Path) -> bool:
     grids = _parts(result, "relearn_grid")
     if not grids:
         return False
+    # each attacker may decline an attack that lowers overall accuracy (spotter.evaluation.gap), as
+    # the gap does: a collapsed run is not drawn as relearning
+    weights = result.get("test_sizes") or balanced_weights(result["num_classes"], result["forget_classes"])
+    grids = {m: declined(g, tuple(weights)) for m, g in grids.items()}
     first = next(iter(grids.values()))
     optimisers = list(dict.fromkeys(a["optimiser"] for g in grids.values() for a in g["attackers"]))
     if not optimisers or len(first["steps"]) < 2:
@@ -164,7 +169,9 @@ CAPTIONS = {
     "panel per optimiser. At each step the curve shows the strongest attacker for that optimiser: the "
     "highest forget accuracy among all its attackers (shots, data, trained layers, BatchNorm mode), each at "
     "its best learning rate. The retrained model shows how fast a model that never learned the class picks "
-    "it up from the same images; an unlearned curve well above it means the class comes back.",
+    "it up from the same images; an unlearned curve well above it means the class comes back. An attack "
+    "that lowers overall test accuracy (a model that calls retain images the forget class) is declined: "
+    "the curve stays at the untouched model's value there.",
     "relearn_time.png": "Relearn time: the loss on the forget training images after each draw of SGD "
     "fine-tuning; the black line is the original's loss, which relearning has to reach. Later is better.",
 }

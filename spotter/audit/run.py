@@ -122,6 +122,8 @@ def audit(
     return {
         "forget_classes": list(splits.forget_classes),
         "num_classes": splits.num_classes,
+        # the weights of overall test accuracy (relearning grid, the option to decline)
+        "test_sizes": [len(splits.test_forget), len(splits.test_retain)],
         "models": list(models),
         "near_classes": sh.near,
         "config": asdict(cfg),

@@ -142,6 +142,11 @@ def main() -> None:
     )  # fmt: skip
     p.add_argument("--relearn", action="store_true", help="run the reduced relearning grid (slower)")
     p.add_argument(
+        "--round-pra", action="store_true",
+        help="also measure PRA on the test set after every round (a diagnostic the method never sees): "
+        "which round's real attack meets the bars, against what the method's held-out check read",
+    )  # fmt: skip
+    p.add_argument(
         "--stats-weight", type=float, default=0.0, metavar="W",
         help="development patch, not an option of the method: add W x stats_consistency on a fresh "
         "draw of the inverted images to the inverted-image term of every step (so it is also scaled "
@@ -202,8 +207,16 @@ def main() -> None:
             for c in range(ctx.info.num_classes)
         ]
 
+    round_pra: list[dict[str, list[float]]] = []
+
     def watched(student, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
         rounds.append(per_class(student, ctx))  # the per-round diagnostic
+        if args.round_pra:
+            feats = {key: predict(student, getattr(s, key).x, device=ctx.device, features=True)
+                     for key in ("forget", "test_forget", "test_retain")}  # fmt: skip
+            pra_now = pra_report(ctx.shared, student, feats)
+            round_pra.append({v: pra_now["variants"][v]["forget_acc"] for v in pra_now["variants"]})
+            print("round PRA", round_pra[-1], flush=True)
         if len(fresh_x):
             inverted_rounds.append(inverted_per_class(student))
             print("fresh inverted agreement", inverted_rounds[-1], flush=True)
@@ -253,6 +266,7 @@ def main() -> None:
     for n_setting, text in enumerate(args.settings or ["{}"]):
         rounds.clear()
         stats_log.clear()
+        round_pra.clear()
         inverted_rounds.clear()
         kl_rounds.clear()
         cfg = methods.make_config("spotter_auto", json.loads(text), None)
@@ -292,6 +306,7 @@ def main() -> None:
             "rounds": [[round(v - b, 1) for v, b in zip(r, base, strict=True)] for r in rounds],
             "fresh_inverted_agreement_rounds": inverted_rounds,
             "masked_kl_rounds": kl_rounds,
+            "round_pra": list(round_pra),  # per round, per variant, at the spec's PRA shots
             "stats_consistency": [
                 round(sum(stats_log[i : i + 50]) / len(stats_log[i : i + 50]), 4)
                 for i in range(0, len(stats_log), 50)

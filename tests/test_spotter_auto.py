@@ -633,3 +633,58 @@ def test_collapse_weight_pulls_forget_features_to_their_retain_class_centre():
         auto.Config(collapse_weight=-1)
     with pytest.raises(ValueError, match="inverted_per_class"):
         auto.Config(collapse_weight=1.0, inverted_per_class=0)
+
+
+class _ShiftScale(torch.nn.Module):
+    """x·s + c per channel, in front of one BatchNorm layer: the student's only change."""
+
+    def __init__(self, s: float, c: float) -> None:
+        super().__init__()
+        self.s, self.c = torch.nn.Parameter(torch.tensor(s)), torch.nn.Parameter(torch.tensor(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.s + self.c
+
+
+def _bn_pair(s: float, c: float) -> tuple[torch.nn.Module, torch.nn.Module]:
+    teacher = torch.nn.Sequential(_ShiftScale(1.0, 0.0), torch.nn.BatchNorm2d(3)).eval()
+    student = torch.nn.Sequential(_ShiftScale(s, c), torch.nn.BatchNorm2d(3)).eval()
+    return student, teacher
+
+
+def test_statistics_drift_is_the_shift_in_teacher_deviations_plus_the_log_variance_ratio():
+    x = torch.randn(16, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    x = x - x.mean((0, 2, 3), keepdim=True)  # zero mean per channel: shift and scale separate
+    v = x.var((0, 2, 3), unbiased=False)
+    student, teacher = _bn_pair(1.0, 0.0)
+    assert float(auto.statistics_drift(student, teacher, x).detach()) == pytest.approx(0.0, abs=1e-10)
+    student, teacher = _bn_pair(1.0, 0.5)  # every channel's mean moves by 0.5
+    want = float((0.25 / (v + 1e-5)).mean())
+    assert float(auto.statistics_drift(student, teacher, x).detach()) == pytest.approx(want, rel=1e-5)
+    student, teacher = _bn_pair(2.0, 0.0)  # every channel's variance ×4
+    want = float(((4 * v + 1e-5) / (v + 1e-5)).log().pow(2).mean())
+    assert float(auto.statistics_drift(student, teacher, x).detach()) == pytest.approx(want, rel=1e-5)
+    # differentiable in the student: a step down the gradient undoes the shift
+    student, teacher = _bn_pair(1.0, 0.5)
+    auto.statistics_drift(student, teacher, x).backward()
+    assert student[0].c.grad > 0 and teacher[0].c.grad is None
+
+
+def test_stats_weight_holds_the_stand_ins_statistics_during_unlearning():
+    from _methods_fixtures import tiny_config
+
+    teacher, splits = original(), data()
+    cfg = tiny_config("spotter_auto", max_epochs=2, min_epochs=2, rollback=False, inverted_per_class=8,
+                      inversion_steps=5)  # fmt: skip
+    probe = to_float(splits.test_retain.x[:64])  # retain images: what a re-estimation would see
+    drift = {}
+    for weight in (0.0, 5.0):
+        out = auto.unlearn(teacher, splits, dataclasses.replace(cfg, stats_weight=weight))
+        drift[weight] = float(auto.statistics_drift(out.eval(), teacher, probe).detach())
+        logged = [h["statistics"] for h in out.unlearn_history]
+        assert all(v == 0 for v in logged) if weight == 0 else all(v > 0 for v in logged)
+    assert drift[5.0] < 0.5 * drift[0.0]  # the term keeps what every input's statistics look like
+    with pytest.raises(ValueError, match="stats_weight"):
+        auto.Config(stats_weight=-1)
+    with pytest.raises(ValueError, match="inverted_per_class"):
+        auto.Config(stats_weight=1.0, inverted_per_class=0)

@@ -106,6 +106,15 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    the retain class c that the masked original gives the image (relative squared distance, as
    `feature_weight`'s drift), so the class is spread over its neighbours' clusters in feature
    space, not only in the head's output.
+14. BatchNorm's input statistics held on the stand-ins, an option under study (`stats_weight`).
+   Spotter trains with the running statistics frozen on batches of the forget class only, so the
+   student can forget through shifts of a layer's input statistics that every input shares and
+   the frozen statistics do not absorb; re-estimating the statistics on a few hundred retain images
+   undoes them (the class came back to 60-80%: benchmarks/README.md, "The attacker may decline"),
+   and so does a relearning attacker whose batch refreshes them. λs·statistics_drift(x_inv) (scaled
+   by λa with the other retain-side terms) asks the student to keep, on the inverted images, each
+   BatchNorm layer's input mean and variance per channel where the original has them, so the
+   forgetting has to live in what changes for the forget images alone.
 """
 
 from __future__ import annotations
@@ -128,7 +137,7 @@ from spotter.functional.prototype import VARIANTS, attacked_head, head_logits, i
 from spotter.methods import _common
 from spotter.methods.spotter import Config as SpotterConfig
 from spotter.methods.spotter import spread_order, targets
-from spotter.models.batchnorm import follow_statistics, set_mode
+from spotter.models.batchnorm import batchnorm_layers, follow_statistics, set_mode
 from spotter.progress import bar as progress_bar
 from spotter.training.inference import predict
 
@@ -251,6 +260,9 @@ class Config:
     # weight of the pull of the forget features to their retain class's stand-in mean (0: off;
     # point 13; needs inverted_per_class > 0)
     collapse_weight: float = 0.0
+    # weight of BatchNorm's input statistics held on the inverted images (0: off; point 14; needs
+    # inverted_per_class > 0); like the inverted images' distillation it is scaled by λa
+    stats_weight: float = 0.0
     neighbour_seed: int = 0
     seed: int = 0
 
@@ -294,6 +306,12 @@ class Config:
             raise ValueError(f"shrink must be in (0, 1] and perturb >= 0, got {self.shrink}, {self.perturb}")
         if self.collapse_weight < 0:
             raise ValueError(f"collapse_weight must be >= 0, got {self.collapse_weight}")
+        if self.stats_weight < 0:
+            raise ValueError(f"stats_weight must be >= 0, got {self.stats_weight}")
+        if self.stats_weight > 0 and self.inverted_per_class == 0:
+            raise ValueError(
+                "stats_weight > 0 needs inverted_per_class > 0 (the statistics are held on them)"
+            )
         if self.collapse_weight > 0 and self.inverted_per_class == 0:
             raise ValueError(
                 "collapse_weight > 0 needs inverted_per_class > 0 (the stand-ins give the targets)"
@@ -483,6 +501,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     if cfg.inverted_augment == "boundary" and len(x_inv):
         x_inv, t_inv = _with_boundaries(model, x_inv, t_inv, classes, cfg, device)
     g_inv = torch.Generator().manual_seed(cfg.seed + 2750159)
+    g_stats = torch.Generator().manual_seed(cfg.seed + 271828)  # the statistics term's own draws
     centres = class_centres(model, x_inv, t_inv, device) if cfg.collapse_weight > 0 else None
     student = student.to(memory_format=torch.channels_last)
     if not cfg.train_head:
@@ -516,7 +535,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
     best: tuple[float, dict] | None = None  # (attack, weights) of the best epoch that kept the anchors
     floor = inv_floor = 100.0
     names = ("loss", "kd_clean", "kd_neighbour", "dispersion", "prototype", "kd_anchor", "kd_inverted",
-             "feature_inverted", "finetune_attack", "collapse")  # fmt: skip
+             "feature_inverted", "finetune_attack", "collapse", "statistics")  # fmt: skip
     g_finetune = torch.Generator().manual_seed(cfg.seed + 611953)
     lr, last_kept = cfg.lr, None  # the weights of the last round that kept the retain proxies
     # sizes from the forget set: a small set gets smaller batches and rounds of at least
@@ -554,9 +573,13 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
                 kd_anchor = _anchor_term(student, x_anchor, t_anchor, len(train), src, classes, cfg, device)
             kd_inv, feat_inv = _inverted_term(student, teacher, x_inv, t_inv, len(idx), classes, cfg, device, g_inv,
                                     train.x[src])  # fmt: skip
-            # L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp + λ3·PRA_sim + λa·(KD(x_a) + KD(x_inv))
+            stats = torch.zeros((), device=device)
+            if cfg.stats_weight > 0 and len(x_inv):
+                pick = torch.randint(len(x_inv), (len(idx),), generator=g_stats)
+                stats = statistics_drift(student, teacher, x_inv[pick].to(device))
+            # L = λ1·KD(x) + (1-λ1)·KD(x') + λ2·disp + λ3·PRA_sim + λa·(KD(x_a) + KD(x_inv) + λs·stats)
             loss = cfg.lambda1 * kd_clean + (1 - cfg.lambda1) * kd_nb + cfg.lambda2 * disp
-            loss = loss + lambda3 * proto + anchor_weight * (kd_anchor + kd_inv)
+            loss = loss + lambda3 * proto + anchor_weight * (kd_anchor + kd_inv + cfg.stats_weight * stats)
             loss = loss + cfg.feature_weight * feat_inv + cfg.collapse_weight * collapse
             meta, recovered = None, torch.zeros(())
             if cfg.finetune_weight > 0:
@@ -575,7 +598,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config) -> nn.Module:
                     for a, p in zip(average, params, strict=True):
                         a.lerp_(p, average_rate)
             terms = [total] + [t.item() for t in (kd_clean, kd_nb, disp, proto, kd_anchor, kd_inv, feat_inv,
-                                                  recovered, collapse)]  # fmt: skip
+                                                  recovered, collapse, stats)]  # fmt: skip
             sums += torch.tensor(terms) * len(idx)
             seen += len(idx)
         if shown is not None:
@@ -1004,6 +1027,44 @@ def class_centres(
     centres.index_add_(0, labels.to(feats.device), feats)
     counts = torch.bincount(labels, minlength=t_inv.shape[1]).clamp_min(1).to(feats.device)
     return (centres / counts[:, None]).to(device)
+
+
+def statistics_drift(student: nn.Module, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """How far the student moved BatchNorm's input statistics on `x` from the teacher's (point 14):
+    per layer, the channels' mean of (m_s − m_t)² / v_t plus the channels' mean of log(v_s / v_t)²
+    (m, v: the batch's input mean and variance per channel under each model; ε 1e-5 inside the
+    variances), summed over layers. 0 when nothing moved; a shift of one teacher standard deviation
+    in every channel of one layer, or a variance scaled by e, adds 1. Differentiable in the
+    student's weights; the teacher runs without gradients. Both models keep their modes: in eval
+    mode the statistics in use are the running ones, and these are the ones a re-estimation on
+    such inputs would give."""
+    moments: tuple[list, list] = ([], [])
+
+    def recorder(into: list):  # noqa: ANN202
+        def record(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            dims = [d for d in range(args[0].dim()) if d != 1]
+            into.append((args[0].mean(dims), args[0].var(dims, unbiased=False)))
+
+        return record
+
+    handles = [layer.register_forward_pre_hook(recorder(into))
+               for model, into in zip((student, teacher), moments, strict=True) for layer in batchnorm_layers(model)]  # fmt: skip
+    try:
+        x = x.contiguous(memory_format=torch.channels_last)
+        student(x)
+        with torch.no_grad():
+            teacher(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(moments[0]) != len(moments[1]):
+        raise ValueError("statistics_drift needs a teacher with the student's architecture")
+    total = torch.zeros((), device=x.device)
+    for (m_s, v_s), (m_t, v_t) in zip(*moments, strict=True):
+        shift = (m_s - m_t).pow(2) / (v_t + 1e-5)
+        scale = ((v_s + 1e-5) / (v_t + 1e-5)).log().pow(2)
+        total = total + shift.mean() + scale.mean()
+    return total
 
 
 def feature_drift(student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from spotter.evaluation.relearn import spread_sample
 from spotter.evaluation.relearn_grid import RelearnGridConfig, relearn_grid
 from spotter.functional.inversion import InversionConfig, invert
 from spotter.methods import spotter_auto
-from spotter.models.batchnorm import batchnorm_layers, reestimate_statistics
+from spotter.models.batchnorm import reestimate_statistics
 from spotter.training.checkpoint import save_model
 from spotter.training.inference import predict
 
@@ -48,41 +48,6 @@ def context_for(spec: str, forget_text: str) -> tuple[list[int], Context]:
     if not jobs:
         raise SystemExit(f"no context of {spec} forgets {forget}")
     return forget, Context(jobs[0]["config"], "cpu", None, None)
-
-
-def stats_consistency(student: torch.nn.Module, teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """How far the student moved each BatchNorm layer's input statistics on `x` from the teacher's:
-    per layer, the channels' mean of the squared mean shift in units of the teacher's variance plus
-    the squared log-variance ratio, summed over layers (0 when unchanged). An attacker who
-    re-estimates the running statistics on retain images undoes whatever forgetting lives in such a
-    shift; holding it on stand-ins for retain images asks the forgetting to live elsewhere."""
-    moments: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"s": [], "t": []}
-
-    def hook(key: str):  # noqa: ANN202
-        def record(_m: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            dims = [d for d in range(args[0].dim()) if d != 1]
-            moments[key].append((args[0].mean(dims), args[0].var(dims, unbiased=False)))
-
-        return record
-
-    handles = [m.register_forward_pre_hook(hook(key)) for key, model in (("s", student), ("t", teacher))
-               for m in batchnorm_layers(model)]  # fmt: skip
-    try:
-        x = x.contiguous(memory_format=torch.channels_last)
-        student(x)
-        with torch.no_grad():
-            teacher(x)
-    finally:
-        for h in handles:
-            h.remove()
-    total = torch.zeros((), device=x.device)
-    for (m_s, v_s), (m_t, v_t) in zip(moments["s"], moments["t"], strict=True):
-        total = (
-            total
-            + ((m_s - m_t).pow(2) / (v_t + 1e-5)).mean()
-            + ((v_s + 1e-5) / (v_t + 1e-5)).log().pow(2).mean()
-        )
-    return total
 
 
 def per_class(model: torch.nn.Module, ctx: Context) -> list[float]:
@@ -145,12 +110,6 @@ def main() -> None:
         "--round-pra", action="store_true",
         help="also measure PRA on the test set after every round (a diagnostic the method never sees): "
         "which round's real attack meets the bars, against what the method's held-out check read",
-    )  # fmt: skip
-    p.add_argument(
-        "--stats-weight", type=float, default=0.0, metavar="W",
-        help="development patch, not an option of the method: add W x stats_consistency on a fresh "
-        "draw of the inverted images to the inverted-image term of every step (so it is also scaled "
-        "by the anchor weight λa)",
     )  # fmt: skip
     p.add_argument("--save", metavar="DIR", help="write each unlearned model to DIR/TAG-FORGET-N.safetensors")
     args = p.parse_intermixed_args()
@@ -242,20 +201,6 @@ def main() -> None:
         return check(student, *a, **k)
 
     spotter_auto.strongest_attack = watched
-    stats_log: list[float] = []
-    if args.stats_weight > 0:
-        inner, g_stats = spotter_auto._inverted_term, torch.Generator().manual_seed(271828)
-
-        def with_stats(student, teacher, x_inv, t_inv, n, *rest):  # noqa: ANN001, ANN002, ANN202
-            kd, feat = inner(student, teacher, x_inv, t_inv, n, *rest)
-            if len(x_inv) == 0:
-                return kd, feat
-            pick = torch.randint(len(x_inv), (n,), generator=g_stats)
-            term = stats_consistency(student, teacher, x_inv[pick].to(ctx.device))
-            stats_log.append(term.item())
-            return kd + args.stats_weight * term, feat
-
-        spotter_auto._inverted_term = with_stats
     retrained_grid, reset_stand_ins = None, torch.zeros(0)
     weights = (len(ctx.splits.test_forget), len(ctx.splits.test_retain))  # the attacker's overall accuracy
     if args.relearn:
@@ -265,7 +210,6 @@ def main() -> None:
         )
     for n_setting, text in enumerate(args.settings or ["{}"]):
         rounds.clear()
-        stats_log.clear()
         round_pra.clear()
         inverted_rounds.clear()
         kl_rounds.clear()
@@ -307,10 +251,6 @@ def main() -> None:
             "fresh_inverted_agreement_rounds": inverted_rounds,
             "masked_kl_rounds": kl_rounds,
             "round_pra": list(round_pra),  # per round, per variant, at the spec's PRA shots
-            "stats_consistency": [
-                round(sum(stats_log[i : i + 50]) / len(stats_log[i : i + 50]), 4)
-                for i in range(0, len(stats_log), 50)
-            ],  # means over 50 steps
             "history": [
                 {k: (round(v, 3) if isinstance(v, float) else v) for k, v in h.items()}
                 for h in getattr(model, "unlearn_history", []) or []

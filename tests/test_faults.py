@@ -40,9 +40,12 @@ RECIPE = [
 ]
 
 # Trains through the CLI and blocks at the second step of the epoch that follows this process's
-# first checkpoint, printing "mid-epoch" so the test knows when to send its signal.
+# first checkpoint, printing "mid-epoch" so the test knows when to send its signal. A shell's
+# background job starts with SIGINT ignored, and a child inherits that: Python's own handler is
+# restored first, so the test also runs under `pytest &`.
 CHILD = r"""
-import sys, time, torch
+import signal, sys, time, torch
+signal.signal(signal.SIGINT, signal.default_int_handler)
 torch.set_num_threads(1)
 import spotter.training.fit as T
 saves, steps = [], []

@@ -167,10 +167,33 @@ def main() -> None:
         ]
 
     round_pra: list[dict[str, list[float]]] = []
+    round_checks: list[dict[str, float]] = []
+
+    def check_variants(student, args_: tuple) -> dict[str, float]:  # noqa: ANN001
+        """What the held-out check would read with other attacker rules, on the same shots: the
+        proxies' tolerance (index 10), K = 5 only (index 3), no proxies (the worst α)."""
+        generator = args_[4]
+        state = generator.get_state()
+        out = {}
+        for name, changes in (
+            *((f"tolerance {t:g}", {10: float(t)}) for t in (0, 5, 10, 20, 30)),
+            ("K 5, tolerance 0", {3: (5,), 10: 0.0}),
+            ("worst alpha", {6: None, 7: None, 9: None}),
+        ):
+            changed = list(args_)
+            for i, v in changes.items():
+                changed[i] = v
+            generator.set_state(state)
+            out[name] = round(check(student, *changed), 2)
+        generator.set_state(state)  # the method's own check draws the shots it always draws
+        return out
 
     def watched(student, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
         rounds.append(per_class(student, ctx))  # the per-round diagnostic
         if args.round_pra:
+            if len(a) == 11 and not k:
+                round_checks.append(check_variants(student, a))
+                print("round check variants", round_checks[-1], flush=True)
             feats = {key: predict(student, getattr(s, key).x, device=ctx.device, features=True)
                      for key in ("forget", "test_forget", "test_retain")}  # fmt: skip
             pra_now = pra_report(ctx.shared, student, feats)
@@ -211,6 +234,7 @@ def main() -> None:
     for n_setting, text in enumerate(args.settings or ["{}"]):
         rounds.clear()
         round_pra.clear()
+        round_checks.clear()
         inverted_rounds.clear()
         kl_rounds.clear()
         cfg = methods.make_config("spotter_auto", json.loads(text), None)
@@ -251,6 +275,7 @@ def main() -> None:
             "fresh_inverted_agreement_rounds": inverted_rounds,
             "masked_kl_rounds": kl_rounds,
             "round_pra": list(round_pra),  # per round, per variant, at the spec's PRA shots
+            "round_checks": list(round_checks),  # per round, the held-out check under other rules
             "history": [
                 {k: (round(v, 3) if isinstance(v, float) else v) for k, v in h.items()}
                 for h in getattr(model, "unlearn_history", []) or []

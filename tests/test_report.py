@@ -151,6 +151,30 @@ def test_per_class_damage_pairs_each_row_with_the_original_of_its_seed() -> None
     assert table.tolist() == [[-91.0, -5.0, -5.0]]
 
 
+def test_a_replicate_is_its_seeds_not_its_index_in_a_spec() -> None:
+    """A spec restricted to seed 2 (to finish one context of a grid) numbers it replicate 0: its rows
+    must count beside seed 0's, not replace them; a rerun of the same seeds still replaces."""
+
+    def row(label: str, seed: int, retain: float, rep: int = 0) -> dict:
+        unlearn = None if label == "original" else seed
+        return {
+            **_row(label, rep, test_retain_acc=retain, test_forget_acc=0.0),
+            "seeds": {"train": seed, "unlearn": unlearn},
+        }
+
+    rows = [
+        row("original", 0, 94.0), row("original", 2, 92.0),
+        row("a", 0, 93.0), row("a", 2, 90.0),  # both replicate 0 in their specs
+        row("b", 0, 80.0), row("b", 0, 93.5),  # one seed twice: the later row wins
+    ]  # fmt: skip
+    st = Setting(rows)
+    assert [r["test_retain_acc"] for r in st.of("a")] == [93.0, 90.0]
+    assert st.stat("a", "test_retain_acc").n == 2 and st.stat("b", "test_retain_acc").n == 1
+    lines = {line.split(":")[0]: line for line in summary_lines(st)}
+    assert "retain −1.5 ± 0.7 (vs original)" in lines["a"]  # each against the original of its own seed
+    assert "retain −0.5 ± 0.0" in lines["b"]
+
+
 def test_stale_rows_are_left_out_and_counted_unless_asked_for(smoke: Run, tmp_path) -> None:
     """A row computed by code that has changed since would be averaged with fresh ones: the report
     leaves it out (and says so), renders it on request, and refuses a folder of stale rows only."""

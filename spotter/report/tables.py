@@ -5,8 +5,10 @@ Rows are grouped into settings (dataset, model, forget classes); within one, met
 rows and each cell is mean ± std over the replicates (seeds). The best unlearning method per
 column is marked (bold) by the metric's direction (spotter.functional.measures); metrics without a
 direction (MIA-efficacy) mark the value closest to the retrained model's. Reference rows
-(original, retrained) are shown but never marked. When a label has two rows for one replicate
-(a spec edited between runs), the later row wins.
+(original, retrained) are shown but never marked. A replicate is a row's training seed (and
+unlearning seed), not its index in a spec: a spec restricted to one seed to finish a grid numbers
+that seed's replicate 0. When a label has two rows for one replicate (a spec edited between runs),
+the later row wins.
 """
 
 from __future__ import annotations
@@ -69,15 +71,30 @@ class Stat:
         return f"{self.mean:.{decimals}f}{pm}{self.std:.{decimals}f}"
 
 
+def train_seed(row: dict[str, Any]) -> Any:
+    """The seed the row's models were trained with (its spec-relative `replicate` for rows without
+    recorded seeds)."""
+    seeds = row.get("seeds") or {}
+    return seeds.get("train", row.get("replicate"))
+
+
+def replicate_of(row: dict[str, Any]) -> tuple:
+    """(training seed, unlearning seed): what makes two rows of one label different replicates. The
+    references have no unlearning seed (counted as -1)."""
+    seeds = row.get("seeds") or {}
+    unlearn = seeds.get("unlearn")
+    return (train_seed(row), -1 if unlearn is None else unlearn)
+
+
 class Setting:
     """The rows of one (dataset, model, forget classes): labels in spec order, latest row per replicate."""
 
     def __init__(self, rows: list[dict[str, Any]]) -> None:
         first = rows[0]
         self.dataset, self.model, self.forget = first["dataset"], first["model"], first["forget_classes"]
-        latest: dict[tuple[str, int], dict] = {}
+        latest: dict[tuple, dict] = {}
         for r in rows:
-            latest[r["label"], r["replicate"]] = r
+            latest[(r["label"], *replicate_of(r))] = r
         self.rows = list(latest.values())
         order = {}
         for r in self.rows:
@@ -99,7 +116,7 @@ class Setting:
         )
 
     def of(self, label: str) -> list[dict[str, Any]]:
-        return sorted((r for r in self.rows if r["label"] == label), key=lambda r: r["replicate"])
+        return sorted((r for r in self.rows if r["label"] == label), key=replicate_of)
 
     def stat(self, label: str, key: str) -> Stat:
         return Stat([r.get(key) for r in self.of(label)])
@@ -188,16 +205,16 @@ def _signed(x: float, decimals: int) -> str:
 
 def summary_lines(st: Setting) -> list[str]:
     """One quotable line per method, e.g. 'spotter: forget 0.0 ± 0.0, retain −0.3 ± 0.2 (vs original), ...'."""
-    originals = {r["replicate"]: r for r in st.of("original")}
+    originals = {train_seed(r): r for r in st.of("original")}
     retrained_ou = st.stat("retrained", "ou_pgd").mean
     lines = []
     for label in st.labels:
         rows = st.of(label)
         parts = [f"forget {st.stat(label, 'test_forget_acc').fmt(1)}"]
         deltas = [
-            r["test_retain_acc"] - originals[r["replicate"]]["test_retain_acc"]
+            r["test_retain_acc"] - originals[train_seed(r)]["test_retain_acc"]
             for r in rows
-            if r["replicate"] in originals and r.get("test_retain_acc") is not None
+            if train_seed(r) in originals and r.get("test_retain_acc") is not None
         ]
         if label != "original" and deltas:
             d = Stat(deltas)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import logging
 import time
@@ -169,31 +170,28 @@ def main() -> None:
     round_pra: list[dict[str, list[float]]] = []
     round_checks: list[dict[str, float]] = []
 
-    def check_variants(student, args_: tuple) -> dict[str, float]:  # noqa: ANN001
+    def check_variants(call: inspect.BoundArguments) -> dict[str, float]:
         """What the held-out check would read with other attacker rules, on the same shots: the
-        proxies' tolerance (index 10), K = 5 only (index 3), no proxies (the worst α)."""
-        generator = args_[4]
+        proxies' tolerance, K = 5 only, no proxies (the worst α)."""
+        generator = call.arguments["generator"]
         state = generator.get_state()
         out = {}
         for name, changes in (
-            *((f"tolerance {t:g}", {10: float(t)}) for t in (0, 5, 10, 20, 30)),
-            ("K 5, tolerance 0", {3: (5,), 10: 0.0}),
-            ("worst alpha", {6: None, 7: None, 9: None}),
+            *((f"tolerance {t:g}", {"proxy_tolerance": float(t)}) for t in (0, 5, 10, 20, 30)),
+            ("K 5, tolerance 0", {"shot_counts": (5,), "proxy_tolerance": 0.0}),
+            ("worst alpha", {"proxy_x": None, "proxy_y": None, "proxy_share": None}),
         ):
-            changed = list(args_)
-            for i, v in changes.items():
-                changed[i] = v
+            changed = inspect.signature(check).bind(**{**call.arguments, **changes})
             generator.set_state(state)
-            out[name] = round(check(student, *changed), 2)
+            out[name] = round(check(*changed.args, **changed.kwargs), 2)
         generator.set_state(state)  # the method's own check draws the shots it always draws
         return out
 
     def watched(student, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
         rounds.append(per_class(student, ctx))  # the per-round diagnostic
         if args.round_pra:
-            if len(a) == 11 and not k:
-                round_checks.append(check_variants(student, a))
-                print("round check variants", round_checks[-1], flush=True)
+            round_checks.append(check_variants(inspect.signature(check).bind(student, *a, **k)))
+            print("round check variants", round_checks[-1], flush=True)
             feats = {key: predict(student, getattr(s, key).x, device=ctx.device, features=True)
                      for key in ("forget", "test_forget", "test_retain")}  # fmt: skip
             pra_now = pra_report(ctx.shared, student, feats)

@@ -108,6 +108,52 @@ def test_stale_rows_are_named_kept_and_rerun_only_on_request(run: Run, tmp_path,
     assert metrics(after) == metrics(run.rows())  # the same code gives the same numbers
 
 
+def test_a_part_of_the_spec_runs_alone_and_status_names_what_is_left(run: Run, tmp_path, capsys) -> None:
+    """--methods/--forget/--seeds run a part of a grid (one session's share); --status runs nothing
+    and lists per context the jobs with a fresh, stale or no row."""
+    out = tmp_path / "part"
+    assert bench(out, run.cache, "--methods", "original,finetune", "--seeds", "1") == 0
+    rows = read_rows(out / "results.jsonl")
+    assert sorted((r["label"], r["seeds"]["train"]) for r in rows) == [("finetune", 1), ("original", 1)]
+    assert metrics(rows) == {k: v for k, v in metrics(run.rows()).items() if k in {r["job"] for r in rows}}
+    capsys.readouterr()
+
+    assert bench(out, run.cache, "--status") == 0
+    text = capsys.readouterr().out
+    assert "forget [0] seed 0: 4 missing" in text and "forget [0] seed 1: 2 fresh, 2 missing" in text
+    assert (
+        "missing: retrained, spotter" in text
+        and "2 contexts: 2 fresh, 0 unverified, 0 stale, 6 missing" in text
+    )
+    assert len(read_rows(out / "results.jsonl")) == 2  # the status ran nothing
+
+    rows = run.rows()
+    rows[0]["code"]["measure"] = "0" * 16
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert bench(stale, run.cache, "--status", "--forget", "0") == 0
+    text = capsys.readouterr().out
+    assert f"stale: {rows[0]['label']}: measure code changed" in text and "1 stale, 0 missing" in text
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--methods", "nope", "has no method label nope; it has: original, retrained, finetune, spotter"),
+        ("--forget", "3", "has no forget set 3; it has: 0"),
+        ("--seeds", "7", "has no training seed 7; it has: 0, 1"),
+        ("--seeds", "one", "--seeds: expected comma-separated integers, got 'one'"),
+    ],
+)
+def test_a_part_that_the_spec_does_not_have_is_named(
+    flag: str, value: str, message: str, tmp_path, capsys
+) -> None:
+    assert bench(tmp_path / "out", tmp_path / "cache", flag, value) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
 def test_two_workers_give_the_numbers_of_one(run: Run, tmp_path) -> None:
     # a fresh cache: the two workers also train their own original/retrained models
     assert bench(tmp_path / "out", tmp_path / "cache", "--workers", "2") == 0

@@ -49,6 +49,78 @@ def context_key(config: dict[str, Any]) -> str:
     return job_id({k: config[k] for k in CONTEXT_KEYS})
 
 
+@dataclass(frozen=True)
+class Selection:
+    """A part of a spec's jobs, so that one session can finish chosen contexts or rows of a grid
+    that needs several: method labels, forget sets and training seeds (None: every one)."""
+
+    labels: tuple[str, ...] | None = None
+    forget: tuple[tuple[int, ...], ...] | None = None
+    seeds: tuple[int, ...] | None = None
+
+    def jobs(self, spec: Spec) -> list[dict]:
+        """The spec's jobs in this selection; a value the spec does not have is an error that names
+        the spec's values."""
+        jobs = spec.jobs
+        wanted = (
+            ("method label", self.labels, lambda c: c["label"]),
+            ("forget set", self.forget, lambda c: tuple(c["data"]["forget"])),
+            ("training seed", self.seeds, lambda c: c["train"]["seed"]),
+        )
+        for name, values, key in wanted:
+            if values is None:
+                continue
+            have = list(dict.fromkeys(key(j["config"]) for j in spec.jobs))
+            unknown = [v for v in values if v not in have]
+            if unknown:
+                shown = ", ".join(_show(v) for v in have)
+                raise ValueError(f"{spec.name} has no {name} {_show(unknown[0])}; it has: {shown}")
+            jobs = [j for j in jobs if key(j["config"]) in values]
+        return jobs
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+@dataclass
+class ContextStatus:
+    forget: list[int]
+    seed: int
+    fresh: list[str]
+    stale: list[str]  # "label: reason"
+    missing: list[str]
+    unverified: list[str]  # rows from before code digests: counted as done, their code not checked
+
+
+def bench_status(
+    spec_path: str | Path, out: str | Path, selection: Selection | None = None
+) -> list[ContextStatus]:
+    """Per context (forget set, training seed) of the spec: which jobs have a fresh committed row,
+    a stale one (the code that computed it changed) or none. Runs and writes nothing."""
+    spec = load_spec(spec_path)
+    jobs = (selection or Selection()).jobs(spec)
+    results = Path(out) / RESULTS
+    by_id = {r["job"]: r for r in latest_per_job(_rows(Path(out)))} if results.exists() else {}
+    status: dict[str, ContextStatus] = {}
+    for j in jobs:
+        c = j["config"]
+        entry = status.setdefault(
+            context_key(c), ContextStatus(list(c["data"]["forget"]), c["train"]["seed"], [], [], [], [])
+        )
+        row = by_id.get(j["id"])
+        reason = stale_reason(row) if row is not None else None
+        if row is None:
+            entry.missing.append(c["label"])
+        elif reason == "unverified":
+            entry.unverified.append(c["label"])
+        elif reason is not None:
+            entry.stale.append(f"{c['label']}: {reason}")
+        else:
+            entry.fresh.append(c["label"])
+    return list(status.values())
+
+
 def assign(
     jobs: list[dict], workers: int, started: set[str] | frozenset[str] = frozenset()
 ) -> list[list[dict]]:
@@ -82,28 +154,33 @@ def run_bench(
     devices: list[str] | None = None,
     cache_dir: str | None = None,
     rerun_stale: bool = False,
+    selection: Selection | None = None,
 ) -> BenchResult:
-    """Run every job of the spec that results.jsonl does not hold yet (and, with `rerun_stale`,
-    the jobs whose committed rows were computed by code that has changed since)."""
+    """Run every job of the spec (or of `selection`, a part of it) that results.jsonl does not hold
+    yet (and, with `rerun_stale`, the jobs whose committed rows were computed by code that has
+    changed since)."""
     spec = load_spec(spec_path)
+    jobs = (selection or Selection()).jobs(spec)
     out = check_writable(out)
     t0 = time.time()
     atomic_write(out / "spec.toml", lambda tmp: Path(tmp).write_text(spec.text))
-    ids = {j["id"] for j in spec.jobs}
+    ids = {j["id"] for j in jobs}
     committed = [r for r in latest_per_job(_rows(out)) if r.get("job") in ids]
     reasons = {r["job"]: stale_reason(r) for r in committed}
     stale = {k: v for k, v in reasons.items() if v not in (None, "unverified")}
     unverified = sum(v == "unverified" for v in reasons.values())
     _log_stale(committed, stale, unverified, rerun_stale)
     done = {r["job"] for r in committed} - (set(stale) if rerun_stale else set())
-    todo = [j for j in spec.jobs if j["id"] not in done]
+    todo = [j for j in jobs if j["id"] not in done]
     devices = devices or ["auto"]
     workers = max(1, workers, len(devices) if devices != ["auto"] else 1)
+    part = f" (selected of {len(spec.jobs)})" if len(jobs) < len(spec.jobs) else ""
     log.info(
-        "%s: %d jobs, %d already done, %d to run",
+        "%s: %d jobs%s, %d already done, %d to run",
         spec.name,
-        len(spec.jobs),
-        len(spec.jobs) - len(todo),
+        len(jobs),
+        part,
+        len(jobs) - len(todo),
         len(todo),
     )
     if todo:
@@ -126,7 +203,7 @@ def run_bench(
     by_id = {r["job"]: r for r in committed}
     stale_labels = [_describe(by_id[k], v) for k, v in stale.items()]
     return BenchResult(
-        len(spec.jobs), len(spec.jobs) - len(todo), len(todo) - len(failed), failed, time.time() - t0, out,
+        len(jobs), len(jobs) - len(todo), len(todo) - len(failed), failed, time.time() - t0, out,
         stale_labels, unverified,
     )  # fmt: skip
 

@@ -282,15 +282,60 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{flag}: expected comma-separated integers, got {text!r}")
+    return values
+
+
+def _bench_selection(args: argparse.Namespace):  # noqa: ANN202
+    from spotter.bench.runner import Selection
+
+    labels = tuple(v.strip() for v in args.methods.split(",") if v.strip()) if args.methods else None
+    forget = tuple(tuple(sorted(_int_list(f, "--forget"))) for f in args.forget) if args.forget else None
+    seeds = _int_list(args.seeds, "--seeds") if args.seeds else None
+    return Selection(labels, forget, seeds)
+
+
+def _print_bench_status(args: argparse.Namespace, selection) -> int:  # noqa: ANN001
+    from spotter.bench.runner import bench_status
+
+    contexts = bench_status(args.spec, args.out, selection)
+    kinds = ("fresh", "unverified", "stale", "missing")
+    totals = dict.fromkeys(kinds, 0)
+    for c in contexts:
+        counts = {k: len(getattr(c, k)) for k in kinds}
+        totals = {k: totals[k] + counts[k] for k in kinds}
+        print(f"forget {c.forget} seed {c.seed}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
+        if c.missing:
+            print(f"  missing: {', '.join(c.missing)}")
+        if c.unverified:
+            print(f"  unverified (written before code digests; counted as done): {', '.join(c.unverified)}")
+        for s in c.stale:
+            print(f"  stale: {s}")
+    summary = ", ".join(f"{n} {k}" for k, n in totals.items())
+    print(f"{len(contexts)} contexts: {summary} rows in {args.out}")
+    if totals["stale"]:
+        print("`--rerun-stale` reruns the stale rows; without it they are kept and skipped")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from spotter.bench.runner import RESULTS, run_bench
 
+    selection = _bench_selection(args)
+    if args.status:
+        return _print_bench_status(args, selection)
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
     for d in devices or []:
         resolve_device(d)
-    res = run_bench(args.spec, args.out, args.workers, devices, args.cache_dir, args.rerun_stale)
+    res = run_bench(args.spec, args.out, args.workers, devices, args.cache_dir, args.rerun_stale, selection)
     print(
         f"{res.total} jobs: {res.skipped} already done, {res.ran} run now in {res.seconds:.0f}s"
         f"{f', {len(res.failed)} failed' if res.failed else ''}; rows in {res.out / RESULTS}"

@@ -272,6 +272,24 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="also rerun the jobs whose committed rows were computed by code that has changed since "
         "(the new row replaces the old one)",
     )
+    part = p.add_argument_group(
+        "a part of the spec (a grid that needs several sessions: finish chosen contexts or rows first)"
+    )
+    part.add_argument(
+        "--methods", metavar="LABELS", help="comma-separated method labels of the spec, e.g. original,spotter"
+    )
+    part.add_argument(
+        "--forget",
+        action="append",
+        metavar="CLASSES",
+        help="a forget set of the spec, its classes comma-separated (repeat for several: --forget 0 --forget 5,7,9)",
+    )
+    part.add_argument("--seeds", metavar="SEEDS", help="comma-separated training seeds of the spec, e.g. 0,1")
+    part.add_argument(
+        "--status",
+        action="store_true",
+        help="run nothing: list per context (forget set, seed) the jobs with a fresh, stale or no committed row",
+    )
     _cache_dir(p)
 
 

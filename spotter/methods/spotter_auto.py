@@ -82,8 +82,8 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    only a small move back under that row: a few fine-tuning steps on five images. A model
    retrained without the class has a short row pointing against every feature (cosine with the
    mean feature about -0.9). The method writes such a row at the end; no prototype attack is
-   affected (it overwrites the row), the forget logit only falls (so OU@ε, which compares with the
-   masked original, can only fall too), and retain images change their answer only where the
+   affected (it overwrites the row), the forget logit only falls (the prediction moves toward the
+   masked original's, which OU@ε compares with), and images change their answer only where the
    forget class had it. The first fine-tuning steps of a relearning attacker must then grow the
    row, as on a retrained model; where the features still separate the class, more steps do.
 11. A simulated fine-tuning attacker, an option under study (`finetune_weight`; TAR, Tamirisa et

@@ -49,6 +49,23 @@ def test_rows_and_keys(run: Run) -> None:
     assert (run.out / "spec.toml").read_text() == SMOKE.read_text()
 
 
+def test_unlearning_rows_carry_the_retraining_clock_of_their_own_run(run: Run) -> None:
+    """The time bar compares an unlearning run with retraining timed beside it (the recipe's step
+    and validation pass, extrapolated), not with a cached model's time from another run."""
+    from spotter.training.fit import TrainConfig
+
+    for r in run.rows():
+        clock = r.get("retrain_clock")
+        if r["label"] in ("original",):
+            assert clock is None
+            continue
+        epochs = r["config"]["train"].get("epochs", TrainConfig().epochs)
+        assert clock["step_s"] > 0 and clock["val_s"] > 0 and clock["steps"] % epochs == 0
+        assert clock["seconds"] == pytest.approx(clock["steps"] * clock["step_s"] + epochs * clock["val_s"])
+        if r["label"] == "retrained":  # trained in this very run: the clock reads its order of magnitude
+            assert r["time_s"] / 3 < clock["seconds"] < r["time_s"] * 3
+
+
 def test_rerun_skips_done_jobs_and_trains_nothing(run: Run, monkeypatch, capsys) -> None:
     def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("a finished job was run again")

@@ -24,6 +24,7 @@ from spotter.bench.job import Context, run_job
 from spotter.bench.provenance import latest_per_job, stale_reason
 from spotter.bench.spec import Spec, job_id, load_spec
 from spotter.bench.store import append_row
+from spotter.config import apply_overrides
 from spotter.data import resolve_root
 from spotter.io import atomic_write, check_writable, git_revision
 from spotter.report.tables import RESULTS, read_rows
@@ -275,6 +276,34 @@ def _worker(plan, out, device, cache_dir, data_dir, threads, level, index) -> No
         pass
 
 
+def timed_against_retraining(config: dict[str, Any]) -> bool:
+    """Rows whose time the time bar compares with retraining: unlearning runs, and the retrained
+    reference (to compare the clock with a real training run where it was trained just now)."""
+    return config["kind"] == "unlearn" or config["method"] == "retrained"
+
+
+def _retrain_clock(config: dict[str, Any], ctx: Context) -> dict[str, float] | None:
+    """The retrained model's recipe timed now, in this process (spotter/bench/retrain_clock.py);
+    None when the clock itself fails (the row is kept either way)."""
+    from spotter.bench.retrain_clock import retrain_estimate
+    from spotter.training.fit import TrainConfig
+
+    try:
+        clock = retrain_estimate(
+            ctx.spec, ctx.splits, apply_overrides(TrainConfig(), config["train"]), ctx.device
+        )
+    except (RuntimeError, ValueError) as err:
+        log.warning("retrain clock failed (%s); the row is kept without it", err)
+        return None
+    log.info(
+        "retraining would take ~%.0fs now (%.3fs a step, %d steps)",
+        clock["seconds"],
+        clock["step_s"],
+        clock["steps"],
+    )
+    return clock
+
+
 def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, data_dir: str | None) -> None:
     """Run jobs in order in this process, appending one row per finished job; a failing job is
     logged and left out of results.jsonl (a re-run retries it)."""
@@ -301,6 +330,8 @@ def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, dat
             )
             continue
         row["git"] = git_revision()
+        if timed_against_retraining(job["config"]):
+            row["retrain_clock"] = _retrain_clock(job["config"], contexts[key])
         append_row(Path(out) / RESULTS, row)
         c = job["config"]
         log.info(

@@ -171,6 +171,47 @@ def test_a_part_that_the_spec_does_not_have_is_named(
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
+def test_rows_record_the_code_the_run_imported_not_an_edit_made_during_it(
+    monkeypatch, tmp_path, caplog
+) -> None:
+    """A long run keeps running the code it imported; a method file edited meanwhile must not be
+    credited to the rows that old code computes (they must read as stale, with a warning)."""
+    from spotter.bench import provenance, runner
+
+    provenance.code_digests.cache_clear()
+    versions = iter(f"{i:016d}" for i in range(1000))
+    monkeypatch.setattr(provenance, "_digest", lambda files, root: next(versions))  # every read: a new edit
+    cached_before_work = []
+
+    def fake_context(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        cached_before_work.append(provenance.code_digests.cache_info().currsize)
+        return object()
+
+    monkeypatch.setattr(runner, "Context", fake_context)
+
+    def fake_job(job, ctx, out):  # noqa: ANN001, ANN202
+        c = job["config"]
+        return {"job": job["id"], "label": c["label"], "kind": c["kind"], "method": c["method"], "wall_s": 0.0,
+                "code": provenance.code_digests(c["kind"], c["method"])}  # fmt: skip
+
+    monkeypatch.setattr(runner, "run_job", fake_job)
+    monkeypatch.setattr(runner, "timed_against_retraining", lambda config: False)
+    jobs = [j for j in load_spec(SMOKE).jobs if j["config"]["label"] in ("finetune", "spotter")]
+    primed = {}
+    real = provenance.code_digests
+
+    with caplog.at_level("WARNING", logger="spotter"):
+        runner.run_jobs(jobs, str(tmp_path), "cpu", None, None)
+    for j in jobs:
+        primed[j["config"]["method"]] = real(j["config"]["kind"], j["config"]["method"])  # the cached read
+    rows = read_rows(tmp_path / "results.jsonl")
+    assert len(rows) == len(jobs)
+    assert cached_before_work[0] == 2  # both methods' digests read before any work began
+    assert all(r["code"] == primed[r["method"]] for r in rows)
+    assert "changed on disk during this run" in caplog.text
+    provenance.code_digests.cache_clear()
+
+
 def test_two_workers_give_the_numbers_of_one(run: Run, tmp_path) -> None:
     # a fresh cache: the two workers also train their own original/retrained models
     assert bench(tmp_path / "out", tmp_path / "cache", "--workers", "2") == 0

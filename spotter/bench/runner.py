@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from spotter.bench.job import Context, run_job
-from spotter.bench.provenance import latest_per_job, stale_reason
+from spotter.bench.provenance import code_digests, latest_per_job, stale_reason
 from spotter.bench.spec import Spec, job_id, load_spec
 from spotter.bench.store import append_row
 from spotter.config import apply_overrides
@@ -309,6 +309,11 @@ def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, dat
     logged and left out of results.jsonl (a re-run retries it)."""
     from spotter.training.fit import TrainingDiverged
 
+    # each row records digests of the code that computed it; this process runs the code it imported
+    # when the spec was loaded, so the digests are read now, not when a row is written (an edit made
+    # while a long run goes on must not be credited to rows its old code computed)
+    for job in jobs:
+        code_digests(job["config"]["kind"], job["config"]["method"])
     contexts: dict[str, Context] = {}
     for i, job in enumerate(jobs, 1):
         key = context_key(job["config"])
@@ -330,6 +335,12 @@ def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, dat
             )
             continue
         row["git"] = git_revision()
+        if row.get("code") != code_digests.__wrapped__(row["kind"], row["method"]):
+            log.warning(
+                "the code of %s changed on disk during this run; its row keeps the digests of the code "
+                "this process runs (it will read as stale)",
+                job["config"]["label"],
+            )
         if timed_against_retraining(job["config"]):
             row["retrain_clock"] = _retrain_clock(job["config"], contexts[key])
         append_row(Path(out) / RESULTS, row)

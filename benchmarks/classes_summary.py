@@ -242,7 +242,7 @@ def context_tables(table: dict[tuple, dict[str, dict]], labels: list[str]) -> li
 def summarise(run: Path, references: Path | None = None) -> str:
     """The summary of RUN's rows; with `references`, the reference rows (original, retrained) are
     taken from that run instead (a development run of the same contexts that skips them)."""
-    rows = read_rows(run / "results.jsonl")
+    rows = [r for r in read_rows(run / "results.jsonl") if not r.get("diverged")]  # no numbers
     if references is not None:
         refs = [r for r in read_rows(references / "results.jsonl") if r["label"] in REFERENCES]
         rows = refs + [r for r in rows if r["label"] not in REFERENCES]

@@ -39,6 +39,7 @@ def load_rows(run: Path) -> list[dict]:
     if not path.is_file():
         raise SystemExit(f"error: no results.jsonl in {run} (run `spotter bench SPEC --out {run}` first)")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if not r.get("diverged")]  # a diverged job has no numbers
     labels = [r["label"] for r in rows]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:

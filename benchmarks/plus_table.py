@@ -38,6 +38,7 @@ def load(runs: list[Path], include_stale: bool = False) -> dict[tuple, dict[str,
         if not path.is_file():
             continue
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if not r.get("diverged")]  # a diverged job has no numbers
         for row in latest_per_job(rows):
             if not include_stale and stale_reason(row) not in (None, "unverified"):
                 continue

@@ -212,6 +212,33 @@ def test_rows_record_the_code_the_run_imported_not_an_edit_made_during_it(
     provenance.code_digests.cache_clear()
 
 
+def test_a_method_that_diverges_is_a_row_without_numbers_not_a_job_retried_forever(
+    run: Run, tmp_path, capsys
+) -> None:
+    """A NaN loss at a method's settings is a result (the same seeds diverge again): the bench keeps
+    it as a row naming the error, does not rerun it, and the report lists it outside its tables."""
+    from spotter.bench.provenance import stale_reason
+    from spotter.report.render import render
+
+    spec = tmp_path / "diverging.toml"
+    spec.write_text(SMOKE.read_text().replace("[methods.finetune]", "[methods.finetune]\nlr = 1e30", 1))
+    out = tmp_path / "out"
+    assert bench(out, run.cache, "--seeds", "0", spec=spec) == 0
+    assert "diverged: finetune (forget [0], seed 0)" in capsys.readouterr().out
+    rows = {r["label"]: r for r in read_rows(out / "results.jsonl")}
+    assert set(rows) == {"original", "retrained", "finetune", "spotter"}
+    assert "became" in rows["finetune"]["diverged"] and "test_forget_acc" not in rows["finetune"]
+    assert stale_reason(rows["finetune"]) is None  # its code digests are recorded like any row's
+    assert bench(out, run.cache, "--seeds", "0", "--status", spec=spec) == 0
+    assert "diverged at their settings (a row without numbers): finetune" in capsys.readouterr().out
+    assert bench(out, run.cache, "--seeds", "0", spec=spec) == 0
+    assert "4 already done, 0 run now" in capsys.readouterr().out  # not retried
+    result = render(out, stale=stale_reason)
+    assert "finetune (forget [0], seed 0): " in result["note"] and "diverged" in result["note"]
+    table = (out / "report" / "report.md").read_text().split("| method |", 1)[1]
+    assert "| finetune |" not in table and "| spotter |" in table
+
+
 def test_two_workers_give_the_numbers_of_one(run: Run, tmp_path) -> None:
     # a fresh cache: the two workers also train their own original/retrained models
     assert bench(tmp_path / "out", tmp_path / "cache", "--workers", "2") == 0

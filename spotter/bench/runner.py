@@ -10,6 +10,7 @@ worker or in which order it ran, so `--workers` and `--devices` only change the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -44,6 +45,7 @@ class BenchResult:
     out: Path
     stale: list[str]  # committed rows whose code changed since (rerun with rerun_stale)
     unverified: int  # committed rows written before code digests were recorded
+    diverged: list[str] = dataclasses.field(default_factory=list)  # jobs run now whose method diverged
 
 
 def context_key(config: dict[str, Any]) -> str:
@@ -92,6 +94,7 @@ class ContextStatus:
     stale: list[str]  # "label: reason"
     missing: list[str]
     unverified: list[str]  # rows from before code digests: counted as done, their code not checked
+    diverged: list[str] = dataclasses.field(default_factory=list)  # fresh rows of a method that diverged
 
 
 def bench_status(
@@ -119,6 +122,8 @@ def bench_status(
             entry.stale.append(f"{c['label']}: {reason}")
         else:
             entry.fresh.append(c["label"])
+            if row.get("diverged"):
+                entry.diverged.append(c["label"])
     return list(status.values())
 
 
@@ -203,9 +208,15 @@ def run_bench(
     failed = [f"{j['config']['label']} (forget {j['config']['data']['forget']}, replicate {j['meta']['replicate']})" for j in todo if j["id"] not in finished or j["id"] in stale]  # fmt: skip
     by_id = {r["job"]: r for r in committed}
     stale_labels = [_describe(by_id[k], v) for k, v in stale.items()]
+    todo_ids = {j["id"] for j in todo}
+    diverged = [
+        _describe(r, r["diverged"])
+        for r in latest_per_job(rows)
+        if r.get("diverged") and r.get("job") in todo_ids
+    ]
     return BenchResult(
         len(jobs), len(jobs) - len(todo), len(todo) - len(failed), failed, time.time() - t0, out,
-        stale_labels, unverified,
+        stale_labels, unverified, diverged,
     )  # fmt: skip
 
 
@@ -304,6 +315,20 @@ def _retrain_clock(config: dict[str, Any], ctx: Context) -> dict[str, float] | N
     return clock
 
 
+def diverged_row(job: dict[str, Any], error: str) -> dict[str, Any]:
+    """The row of an unlearning job whose loss went NaN or Inf: what identifies the job, the code
+    that diverged, and why; no measures (the report lists it apart from its tables)."""
+    c, meta = job["config"], job["meta"]
+    return {
+        "job": job["id"], "spec": meta["spec"], "label": c["label"], "method": c["method"], "kind": c["kind"],
+        "replicate": meta["replicate"], "order": meta["order"], "dataset": c["dataset"],
+        "forget_classes": c["data"]["forget"], "model": c["model"],
+        "seeds": {"train": c["train"]["seed"], "unlearn": c.get("unlearn_seed"), "eval": c["eval"]["seed"]},
+        "diverged": error, "code": code_digests(c["kind"], c["method"]), "config": c, "git": git_revision(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }  # fmt: skip
+
+
 def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, data_dir: str | None) -> None:
     """Run jobs in order in this process, appending one row per finished job; a failing job is
     logged and left out of results.jsonl (a re-run retries it)."""
@@ -324,7 +349,23 @@ def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, dat
             row = run_job(job, contexts[key], Path(out))
         except (KeyboardInterrupt, SystemExit):
             raise
-        except (ValueError, OSError, FloatingPointError, TrainingDiverged) as err:  # one line, no traceback
+        except (FloatingPointError, TrainingDiverged) as err:
+            if key in contexts and job["config"]["kind"] == "unlearn":
+                # the method diverged at its settings: a result (the same seeds diverge again), kept
+                # as a row without numbers so the grid can finish; stale like any row if its code changes
+                append_row(Path(out) / RESULTS, diverged_row(job, str(err)))
+                log.error(
+                    "job %s (%s) diverged: %s; recorded as diverged", job["id"], job["config"]["label"], err
+                )
+            else:
+                log.error(
+                    "job %s (%s) failed: %s; rerun the bench to retry it",
+                    job["id"],
+                    job["config"]["label"],
+                    err,
+                )
+            continue
+        except (ValueError, OSError) as err:  # one line, no traceback
             log.error(
                 "job %s (%s) failed: %s; rerun the bench to retry it", job["id"], job["config"]["label"], err
             )

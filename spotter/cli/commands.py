@@ -315,6 +315,8 @@ def _print_bench_status(args: argparse.Namespace, selection) -> int:  # noqa: AN
             print(f"  missing: {', '.join(c.missing)}")
         if c.unverified:
             print(f"  unverified (written before code digests; counted as done): {', '.join(c.unverified)}")
+        if c.diverged:
+            print(f"  diverged at their settings (a row without numbers): {', '.join(c.diverged)}")
         for s in c.stale:
             print(f"  stale: {s}")
     summary = ", ".join(f"{n} {k}" for k, n in totals.items())
@@ -346,6 +348,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"  stale: {label}")
     if res.unverified:
         print(f"{res.unverified} row(s) written before code digests were recorded: not checked")
+    for label in res.diverged:
+        print(f"  diverged: {label} (recorded as a row without numbers; the report lists it)")
     for label in res.failed:
         print(f"  failed: {label} (see the log above; rerun to retry)")
     print(f"render with: spotter report {res.out}")

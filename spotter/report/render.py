@@ -39,6 +39,8 @@ def render(
         raise FileNotFoundError(
             f"no rows in {folder / RESULTS}; run `spotter bench SPEC --out {folder}` first"
         )
+    diverged = [r for r in rows if r.get("diverged")]
+    rows = [r for r in rows if not r.get("diverged")]
     reasons = [stale(r) if stale is not None else None for r in rows]
     old = [r for r, why in zip(rows, reasons, strict=True) if why not in (None, "unverified")]
     if not include_stale:
@@ -49,7 +51,7 @@ def render(
                 f"rerun them with `spotter bench SPEC --out {folder} --rerun-stale`, or render them "
                 "anyway with `spotter report --include-stale`"
             )
-    note = stale_note(old, include_stale)
+    note = "\n\n".join(n for n in (stale_note(old, include_stale), diverged_note(diverged)) if n)
     out = folder / "report"
     out.mkdir(parents=True, exist_ok=True)
     sections, written = [], []
@@ -85,6 +87,17 @@ def render(
         "stale": len(old),
         "note": note,
     }
+
+
+def diverged_note(rows: list[dict[str, Any]]) -> str:
+    """One line naming the jobs whose method diverged (rows without numbers)."""
+    if not rows:
+        return ""
+    names = "; ".join(
+        f"{r.get('label')} (forget {r.get('forget_classes')}, seed {r.get('seeds', {}).get('train')}): {r['diverged']}"
+        for r in rows
+    )
+    return f"{len(rows)} job(s) diverged at their settings and have no numbers (left out of the tables): {names}."
 
 
 def stale_note(old: list[dict[str, Any]], included: bool) -> str:

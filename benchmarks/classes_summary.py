@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from spotter.bench.provenance import stale_reason
 from spotter.evaluation.gap import balanced_weights, decided_gap
 from spotter.report.tables import read_rows  # skips a line cut by a crash, with a warning
 
@@ -239,13 +240,18 @@ def context_tables(table: dict[tuple, dict[str, dict]], labels: list[str]) -> li
     return lines
 
 
-def summarise(run: Path, references: Path | None = None) -> str:
+def summarise(run: Path, references: Path | None = None, include_stale: bool = False) -> str:
     """The summary of RUN's rows; with `references`, the reference rows (original, retrained) are
-    taken from that run instead (a development run of the same contexts that skips them)."""
+    taken from that run instead (a development run of the same contexts that skips them). Rows
+    computed by code that has changed since (spotter.bench.provenance) are left out and counted,
+    as `spotter report` does, unless `include_stale`."""
     rows = [r for r in read_rows(run / "results.jsonl") if not r.get("diverged")]  # no numbers
     if references is not None:
         refs = [r for r in read_rows(references / "results.jsonl") if r["label"] in REFERENCES]
         rows = refs + [r for r in rows if r["label"] not in REFERENCES]
+    stale = [r for r in rows if stale_reason(r) not in (None, "unverified")]
+    if not include_stale:
+        rows = [r for r in rows if stale_reason(r) in (None, "unverified")]
     table = contexts(rows)
     labels = sorted({label for per in table.values() for label in per} - set(REFERENCES))
     labels = [*(["retrained"] if table else []), *labels]
@@ -258,6 +264,7 @@ def summarise(run: Path, references: Path | None = None) -> str:
         + ". Changes are against the original model of the same context, in points; the retrained "
         "row shows what a model that never saw the class does.",
         "",
+        *([_stale_line(stale, include_stale), ""] if stale else []),
         "## Bars met (contexts)",
         "",
         *bar_table(table, labels),
@@ -273,12 +280,27 @@ def summarise(run: Path, references: Path | None = None) -> str:
     return "\n".join(text).rstrip() + "\n"
 
 
+def _stale_line(stale: list[dict], included: bool) -> str:
+    counts: dict[str, int] = {}
+    for r in stale:
+        counts[r["label"]] = counts.get(r["label"], 0) + 1
+    names = ", ".join(f"{label} ×{n}" if n > 1 else label for label, n in sorted(counts.items()))
+    what = "included (--include-stale)" if included else "left out"
+    return (
+        f"{len(stale)} stale row(s), computed by code that has changed since, are {what}: {names}. "
+        "`spotter bench SPEC --out RUN --rerun-stale` reruns them."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a `spotter bench --out` folder")
     parser.add_argument("--out", type=Path, help="where to write the summary (default RUN/summary.md)")
     parser.add_argument(
         "--references", type=Path, help="take the original and retrained rows from this run (same contexts)"
+    )
+    parser.add_argument(
+        "--include-stale", action="store_true", help="also count rows computed by code that has changed since"
     )
     args = parser.parse_args(argv)
     for run in (args.run, args.references):
@@ -288,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-    text = summarise(args.run, args.references)
+    text = summarise(args.run, args.references, args.include_stale)
     out = args.out or args.run / "summary.md"
     out.write_text(text)
     print(text)

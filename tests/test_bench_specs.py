@@ -188,6 +188,27 @@ def test_classes_summary_finds_the_worst_class_and_counts_bars(tmp_path: Path) -
     assert "2 (-10.00)" in text
 
 
+def test_classes_summary_leaves_stale_rows_out_and_says_so(tmp_path: Path) -> None:
+    """A row computed by code that has changed since is not counted (as in `spotter report`)."""
+    from spotter.bench.provenance import code_digests
+
+    summary = _summary_module()
+    fresh = code_digests("unlearn", "spotter_auto")
+    rows = [
+        _sweep_row("original", [95.0, 90.0, 92.0, 94.0]),
+        _sweep_row("retrained", [0.0, 90.0, 91.0, 94.0]),
+        {**_sweep_row("spotter-auto", [0.0, 90.0, 92.0, 94.0]), "method": "spotter_auto", "kind": "unlearn",
+         "code": {**fresh, "method": "0" * 16}},  # spotter_auto.py changed since
+    ]  # fmt: skip
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    text = summary.summarise(tmp_path)
+    assert "1 stale row(s)" in text and "left out: spotter-auto" in text and "| spotter-auto |" not in text
+    assert "| spotter-auto |" in summary.summarise(tmp_path, include_stale=True)
+    rows[2]["code"] = fresh
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert "stale" not in summary.summarise(tmp_path) and "| spotter-auto |" in summary.summarise(tmp_path)
+
+
 def _grid(runs: dict[str, tuple[list[float], list[float]]]) -> dict:
     """A reduced relearning grid's row entry: per attacker, forget and retain test accuracy at steps
     0, 25, 100."""

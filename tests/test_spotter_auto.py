@@ -693,3 +693,48 @@ def test_stats_weight_holds_the_stand_ins_statistics_during_unlearning():
     # without stand-ins there is nothing to hold the statistics on: the default weight is then off
     out = auto.unlearn(teacher, splits, dataclasses.replace(cfg, stats_weight=1.0, inverted_per_class=0))
     assert [h["statistics"] for h in out.unlearn_history] == [0.0, 0.0]
+
+
+def _small_resnet(frozen_share: float = 0.75) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(student with its early stages frozen as spotter_auto freezes them, teacher): a width-16
+    ResNet-18 with BatchNorm statistics that are not the defaults, in spotter_auto's training mode."""
+    from spotter.models import ModelSpec, build_model
+    from spotter.models.batchnorm import batchnorm_layers, set_mode
+
+    torch.manual_seed(0)
+    teacher = build_model(ModelSpec("resnet18", 4, 1, 16, (0.5,), (0.25,))).eval()
+    for bn in batchnorm_layers(teacher):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    student = copy.deepcopy(teacher).to(memory_format=torch.channels_last)
+    auto.freeze_early(student, frozen_share)
+    set_mode(student, True)
+    return student, teacher
+
+
+def test_the_frozen_trunk_cache_gives_the_whole_forward_and_the_same_statistics_drift():
+    """The frozen stages' output, computed once, then the training stages, must be the student's own
+    features; and the statistics drift read from it must equal the whole models' (the frozen layers
+    add nothing). Broken if a stage is skipped or the normalisation is left out."""
+    student, teacher = _small_resnet()
+    trunk = auto.FrozenTrunk.of(student, teacher, auto.Config())
+    assert trunk is not None and trunk.start == 4  # the stem and three stages frozen, layer4 trains
+    x = torch.rand(6, 1, 16, 16)
+    h = trunk.encode(x, torch.device("cpu"))
+    assert torch.allclose(trunk.features(h), student.features(x), atol=1e-5)
+    with torch.no_grad():  # the student's training stage moves; the cache still serves it
+        for p in student.backbone.layer4.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert torch.allclose(trunk.features(h), student.features(x), atol=1e-5)
+    assert not torch.allclose(trunk.features(h), trunk.features(h, teacher=True), atol=1e-3)
+    import functools
+
+    whole = auto.statistics_drift(student, teacher, x)
+    cached = auto.statistics_drift(
+        student, teacher, h, (trunk.features, functools.partial(trunk.features, teacher=True))
+    )
+    assert whole > 0 and torch.allclose(cached, whole, rtol=1e-4)
+    # nothing frozen, or a setting that moves the frozen stages' statistics: no cache
+    assert auto.FrozenTrunk.of(*_small_resnet(1.0), auto.Config()) is None
+    assert auto.FrozenTrunk.of(student, teacher, auto.Config(follow_bn=True)) is None
+    assert auto.FrozenTrunk.of(original(), original(), auto.Config()) is None  # a model without stages

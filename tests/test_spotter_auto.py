@@ -720,8 +720,14 @@ def test_the_frozen_trunk_cache_gives_the_whole_forward_and_the_same_statistics_
     trunk = auto.FrozenTrunk.of(student, teacher, auto.Config())
     assert trunk is not None and trunk.start == 4  # the stem and three stages frozen, layer4 trains
     x = torch.rand(6, 1, 16, 16)
+    kept = x.clone()
     h = trunk.encode(x, torch.device("cpu"))
+    assert torch.equal(x, kept)  # float pixels (stand-ins, anchors, neighbours) are read, never rescaled
     assert torch.allclose(trunk.features(h), student.features(x), atol=1e-5)
+    as_bytes = (x * 255).round().to(torch.uint8)  # stored images (uint8) are scaled to [0, 1] first
+    assert torch.allclose(
+        trunk.encode(as_bytes, torch.device("cpu")), trunk.encode(as_bytes.float() / 255, torch.device("cpu"))
+    )
     with torch.no_grad():  # the student's training stage moves; the cache still serves it
         for p in student.backbone.layer4.parameters():
             p.add_(0.05 * torch.randn_like(p))

@@ -824,7 +824,10 @@ class FrozenTrunk:
         model.eval()
         try:
             for chunk in x.split(batch_size):
-                xi = to_float(chunk).to(device).contiguous(memory_format=torch.channels_last)
+                xi = (
+                    to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
+                )  # to_float divides in place
+                xi = xi.to(device).contiguous(memory_format=torch.channels_last)
                 h = model.backbone.run_stages((xi - model.mean) / model.std, 0, self.start)
                 out.append(h.cpu())
         finally:

@@ -792,23 +792,38 @@ class FrozenTrunk:
     changes: it is computed once here and only the stages that train run each step (about three
     quarters of a ResNet-18's forward FLOPs at `train_last = 0.75` are in the frozen stages). The
     student's and the teacher's frozen stages hold the same weights and statistics, so one cache
-    serves both. Backbones that expose `stages()` and `run_stages()` (our ResNets) get it; others run
+    serves both. Our ResNets get it (the split follows ResNetFeatures.forward and lives here, not in
+    the architecture's file, which is part of every trained model's provenance); other backbones run
     whole, as does any setting that moves the frozen stages' statistics (`track_bn`, `follow_bn`)."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, start: int) -> None:
         self.student, self.teacher, self.start = student, teacher, start
 
     @staticmethod
-    def of(student: nn.Module, teacher: nn.Module, cfg: Config) -> FrozenTrunk | None:
-        backbone = getattr(student, "backbone", None)
-        if (
-            not hasattr(backbone, "stages")
-            or not hasattr(backbone, "run_stages")
-            or cfg.track_bn
-            or cfg.follow_bn
-        ):
+    def stages(backbone: nn.Module | None) -> list[list[nn.Module]] | None:
+        """The modules of each stage of a backbone this class can split (our ResNets: the stem, then
+        four layers, as ResNetFeatures.forward runs them), else None."""
+        names = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+        if type(backbone).__name__ != "ResNetFeatures" or not all(hasattr(backbone, n) for n in names):
             return None
-        stages = backbone.stages()
+        b = backbone
+        return [[b.conv1, b.bn1], [b.layer1], [b.layer2], [b.layer3], [b.layer4]]
+
+    @staticmethod
+    def run_stages(backbone: nn.Module, x: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
+        """Stages [start, stop) of ResNetFeatures.forward on `x` (the normalised input when start
+        is 0, else stage start - 1's output); with stop None, through the pooled embedding."""
+        layers = (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)
+        out = x
+        for i in range(start, 5 if stop is None else stop):
+            out = torch.relu(backbone.bn1(backbone.conv1(out))) if i == 0 else layers[i - 1](out)
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1) if stop is None else out
+
+    @staticmethod
+    def of(student: nn.Module, teacher: nn.Module, cfg: Config) -> FrozenTrunk | None:
+        stages = FrozenTrunk.stages(getattr(student, "backbone", None))
+        if stages is None or cfg.track_bn or cfg.follow_bn:
+            return None
         start = 0
         for modules in stages:
             if any(p.requires_grad for m in modules for p in m.parameters()):
@@ -828,7 +843,7 @@ class FrozenTrunk:
                     to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
                 )  # to_float divides in place
                 xi = xi.to(device).contiguous(memory_format=torch.channels_last)
-                h = model.backbone.run_stages((xi - model.mean) / model.std, 0, self.start)
+                h = self.run_stages(model.backbone, (xi - model.mean) / model.std, 0, self.start)
                 out.append(h.cpu())
         finally:
             for m, mode in zip(model.modules(), modes, strict=True):
@@ -838,7 +853,7 @@ class FrozenTrunk:
     def features(self, h: torch.Tensor, teacher: bool = False) -> torch.Tensor:
         """Penultimate features from cached frozen-stage outputs `h` (the student's, or the teacher's)."""
         model = self.teacher if teacher else self.student
-        return model.backbone.run_stages(h.contiguous(memory_format=torch.channels_last), self.start)
+        return self.run_stages(model.backbone, h.contiguous(memory_format=torch.channels_last), self.start)
 
 
 def freeze_early(model: nn.Module, share: float) -> int:

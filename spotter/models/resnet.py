@@ -54,17 +54,3 @@ class ResNetFeatures(nn.Module):
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1)  # (B, D)
-
-    def stages(self) -> list[list[nn.Module]]:
-        """The modules of each stage in order (the stem, then the four layers): a caller that keeps
-        the first stages frozen can run them once per input (`run_stages`) and cache the result."""
-        return [[self.conv1, self.bn1], [self.layer1], [self.layer2], [self.layer3], [self.layer4]]
-
-    def run_stages(self, x: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
-        """Stages [start, stop) of `forward` on `x` (the normalised input when start is 0, else the
-        output of stage start - 1); with stop None, through the pooled embedding."""
-        layers = (self.layer1, self.layer2, self.layer3, self.layer4)
-        out = x
-        for i in range(start, 5 if stop is None else stop):
-            out = torch.relu(self.bn1(self.conv1(out))) if i == 0 else layers[i - 1](out)
-        return torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1) if stop is None else out

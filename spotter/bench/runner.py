@@ -303,8 +303,8 @@ def _retrain_clock(config: dict[str, Any], ctx: Context) -> dict[str, float] | N
         clock = retrain_estimate(
             ctx.spec, ctx.splits, apply_overrides(TrainConfig(), config["train"]), ctx.device
         )
-    except (RuntimeError, ValueError) as err:
-        log.warning("retrain clock failed (%s); the row is kept without it", err)
+    except Exception as err:  # noqa: BLE001 - an auxiliary timing must never cost the row
+        log.warning("retrain clock failed (%s: %s); the row is kept without it", type(err).__name__, err)
         return None
     log.info(
         "retraining would take ~%.0fs now (%.3fs a step, %d steps)",
@@ -376,7 +376,8 @@ def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, dat
             )
             continue
         row["git"] = git_revision()
-        if row.get("code") != code_digests.__wrapped__(row["kind"], row["method"]):
+        kind, method = job["config"]["kind"], job["config"]["method"]
+        if "code" in row and row["code"] != code_digests.__wrapped__(kind, method):
             log.warning(
                 "the code of %s changed on disk during this run; its row keeps the digests of the code "
                 "this process runs (it will read as stale)",

@@ -73,6 +73,7 @@ def derived(row: dict[str, Any], original: dict[str, Any], retrained: dict[str, 
     for variant in VARIANTS:
         for k in (5, 20):
             out[f"pra_{variant}_k{k}"] = pra_at(row, variant, k)
+    out["rounds"], out["check_lowest"] = held_out_check(row)
     out["relearn_gap_25"], out["relearn_gap_100"], out["relearn_gap_100_raw"] = relearn_gaps(row, retrained)
     # BatchNorm statistics re-estimated on retain images: the gap to the retrained model's (rows
     # written before the bench measured it have none)
@@ -81,6 +82,15 @@ def derived(row: dict[str, Any], original: dict[str, Any], retrained: dict[str, 
     else:
         out["statistics_gap"] = None
     return out
+
+
+def held_out_check(row: dict[str, Any]) -> tuple[int | None, float | None]:
+    """The rounds a self-checking method ran and the lowest attack its held-out check read (the
+    round it returns is among the lowest); None for rows whose history has no check."""
+    history = row.get("history")
+    if not isinstance(history, list) or not history or "held_attack" not in history[-1]:
+        return None, None
+    return len(history), min(epoch["held_attack"] for epoch in history)
 
 
 def relearn_gaps(row: dict[str, Any], retrained: dict[str, Any]) -> tuple[float | None, ...]:
@@ -151,6 +161,8 @@ COLUMNS = (
     ("relearn_gap_100", "relearn gap 100", 1, False),
     ("relearn_gap_100_raw", "relearn gap 100 raw", 1, False),
     ("statistics_gap", "statistics gap", 1, False),
+    ("rounds", "rounds", 0, False),
+    ("check_lowest", "check, lowest", 1, False),
     ("time_s", "time s", 0, False),
     ("retrained_time_s", "retraining s", 0, False),
 )

@@ -170,7 +170,13 @@ def test_classes_summary_finds_the_worst_class_and_counts_bars(tmp_path: Path) -
         _sweep_row("original", [95.0, 90.0, 92.0, 94.0], forget_acc=99.0, test_forget_acc=95.0),
         _sweep_row("retrained", [0.0, 90.0, 91.0, 94.0], ou_pgd=0.05, time_s=400.0),
         # class 2 falls 10 points while the mean falls only 3.3: the mean hides it
-        _sweep_row("ours", [0.0, 90.0, 82.0, 94.0], ou_pgd=0.005, time_s=50.0),
+        _sweep_row(
+            "ours",
+            [0.0, 90.0, 82.0, 94.0],
+            ou_pgd=0.005,
+            time_s=50.0,
+            history=[{"held_attack": 40.0}, {"held_attack": 3.5}, {"held_attack": 7.0}],
+        ),
         _sweep_row("ours", [0.0, 80.0, 92.0, 94.0], seeds={"train": 1}),  # a context without references
     ]
     (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -179,6 +185,8 @@ def test_classes_summary_finds_the_worst_class_and_counts_bars(tmp_path: Path) -
     ours = table[(0,), 0]["ours"]
     assert ours["worst_class"] == 2 and ours["worst_class_change"] == pytest.approx(-10.0)
     assert ours["ou_ratio"] == pytest.approx(0.1) and ours["pra_scaled_k20"] == 2.5
+    assert (ours["rounds"], ours["check_lowest"]) == (3, 3.5)  # the held-out check's log
+    assert table[(0,), 0]["retrained"]["rounds"] is None  # no check, no column value
     verdicts = [test(ours) for _, test in summary.BARS]
     # forget, mean retain (−3.3), worst class (−10), OU ratio, PRA cos K5 (0.5), every row K20 (2.5), time
     assert verdicts == [True, False, False, True, True, False, True]

@@ -252,6 +252,7 @@ def main() -> None:
             "time_s": round(seconds, 1),
             "test_forget_acc": row["test_forget_acc"],
             "forget_acc": row["forget_acc"],
+            "ou": {k: row[k] for k in ("ou_pgd", "ou_pgd_away", "ou_gaussian") if k in row},
             "delta_retain": round(sum(retain) / len(retain), 2),
             "worst": min(retain),
             "per_class_delta": delta,

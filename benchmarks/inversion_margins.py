@@ -26,11 +26,10 @@ from pathlib import Path
 import torch
 from auto_probe import context_for
 
+from spotter.evaluation.pra import DEFAULT_ALPHAS
 from spotter.functional.inversion import InversionConfig, invert
 from spotter.functional.prototype import VARIANTS, attacked_head, head_logits, is_cosine, prototype_rows
 from spotter.training.inference import predict
-
-ALPHAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -75,20 +74,21 @@ def main() -> None:
     for c in range(n):
         mean_probs = confusion[y_real == c].mean(0)
         mean_probs[c] = -1.0
+        # (features, accuracy on them before any row is written)
         sets = {
-            "real": (f_real[y_real == c], m_real[y_real == c]),
-            "inverted": (f_inv[y_inv == c], m_inv[y_inv == c]),
+            "real": (f_real[y_real == c], float((m_real[y_real == c] > 0).float().mean())),
+            "inverted": (f_inv[y_inv == c], float((m_inv[y_inv == c] > 0).float().mean())),
         }
         lost = dict.fromkeys(sets, 0.0)  # points of c's accuracy lost, summed over rows and alphas
         for r in (int(k) for k in mean_probs.argsort(descending=True)[:3]):
             shots = f_inv[y_inv == r]
             for variant in VARIANTS[:1] if cosine else VARIANTS:
                 rows, row_biases = prototype_rows(shots, torch.full((len(shots),), r), (r,), variant, head)
-                for alpha in ALPHAS:
+                for alpha in DEFAULT_ALPHAS:
                     w, b = attacked_head(weight, bias, rows, row_biases, (r,), alpha, cosine)
-                    for name, (feats, margin) in sets.items():
-                        kept = (head_logits(head, feats, w, b).argmax(1) == c).float().mean()
-                        lost[name] += 100 * float((margin > 0).float().mean() - kept)
+                    for name, (feats, unattacked) in sets.items():
+                        kept = float((head_logits(head, feats, w, b).argmax(1) == c).float().mean())
+                        lost[name] += 100 * (unattacked - kept)
         out[c] = {
             "margin_real": round(float(m_real[y_real == c].median()), 2),
             "margin_inverted": round(float(m_inv[y_inv == c].median()), 2),

@@ -41,14 +41,18 @@ from spotter.training.inference import predict
 GAP_KEYS = ("budgets", "worst", "worst_attacker", "raw_worst", "raw_worst_attacker")
 
 
-def context_for(spec: str, forget_text: str) -> tuple[list[int], Context]:
-    """(the forget classes, the context of SPEC's first job that forgets them: cached original and
-    retrained models, CPU) from --forget's comma-separated classes."""
+def context_for(spec: str, forget_text: str, seed: int = 0) -> tuple[list[int], Context, int]:
+    """(the forget classes, the context of SPEC's first job that forgets them with training seed
+    `seed`: cached original and retrained models, CPU, and the job's unlearning seed) from --forget's comma-separated classes."""
     forget = [int(c) for c in forget_text.split(",")]
     jobs = [j for j in load_spec(spec).jobs if list(j["config"]["data"]["forget"]) == forget]
     if not jobs:
         raise SystemExit(f"no context of {spec} forgets {forget}")
-    return forget, Context(jobs[0]["config"], "cpu", None, None)
+    seeded = [j for j in jobs if j["config"]["train"]["seed"] == seed]
+    if not seeded:
+        have = sorted({j["config"]["train"]["seed"] for j in jobs})
+        raise SystemExit(f"no context of {spec} forgets {forget} with training seed {seed}; valid: {have}")
+    return forget, Context(seeded[0]["config"], "cpu", None, None), seeded[0]["config"]["unlearn_seed"]
 
 
 def per_class(model: torch.nn.Module, ctx: Context) -> list[float]:
@@ -99,6 +103,7 @@ def main() -> None:
     p.add_argument("spec")
     p.add_argument("settings", nargs="*", help="JSON objects of spotter_auto overrides")
     p.add_argument("--forget", default="0", help="comma-separated forget classes of a spec context")
+    p.add_argument("--seed", type=int, default=0, help="the context's training seed (default 0)")
     p.add_argument("--out", default="runs/auto_probe.jsonl")
     p.add_argument("--tag", default="", help="a name for the rows (the code version)")
     p.add_argument(
@@ -115,7 +120,7 @@ def main() -> None:
     p.add_argument("--save", metavar="DIR", help="write each unlearned model to DIR/TAG-FORGET-N.safetensors")
     args = p.parse_intermixed_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    forget, ctx = context_for(args.spec, args.forget)
+    forget, ctx, ctx_unlearn_seed = context_for(args.spec, args.forget, args.seed)
     original = ctx.models["original"]
     base = per_class(original, ctx)
     print("original", base, flush=True)
@@ -236,6 +241,7 @@ def main() -> None:
         inverted_rounds.clear()
         kl_rounds.clear()
         cfg = methods.make_config("spotter_auto", json.loads(text), None)
+        torch.manual_seed(ctx_unlearn_seed)  # as the bench job seeds its method
         t0 = time.time()
         model = methods.run("spotter_auto", original, ctx.splits, cfg)
         seconds = time.time() - t0
@@ -248,6 +254,7 @@ def main() -> None:
         out = {
             "tag": args.tag,
             "forget": forget,
+            "train_seed": args.seed,
             "settings": json.loads(text),
             "time_s": round(seconds, 1),
             "test_forget_acc": row["test_forget_acc"],

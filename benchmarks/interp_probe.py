@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--relearn", action="store_true", help="also the reduced relearning grid's worst gap")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    forget, ctx = context_for(args.spec, args.forget)
+    forget, ctx, _ = context_for(args.spec, args.forget)
     original = ctx.models["original"].eval()
     unlearned, _, _ = load_model(args.load, expect=ctx.spec)
     base = per_class(original, ctx)

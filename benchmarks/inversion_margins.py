@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=24, help="images inverted per class")
     p.add_argument("--out", default="runs/inversion_margins.json")
     args = p.parse_args()
-    _, ctx = context_for(args.spec, "0")
+    _, ctx, _ = context_for(args.spec, "0")
     model = ctx.models["original"].eval()
     s, n = ctx.splits, ctx.info.num_classes
     wanted = torch.arange(n).repeat_interleave(args.per_class)

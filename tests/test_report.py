@@ -217,3 +217,22 @@ def test_labels_of_points_on_one_spot_are_placed_apart() -> None:
     assert offsets[0] == offsets[1]  # far apart: both take the first choice
     assert len(set(offsets[1:])) == 3  # the three on one spot get three different places
     plt.close(fig)
+
+
+def test_a_figure_whose_data_is_gone_is_not_left_behind(smoke: Run, tmp_path) -> None:
+    """A fresh clone has the rows but not the feature dumps (never committed): rendering there must
+    give the report a clone would give, not keep an earlier render's feature figure on disk."""
+    from spotter.report.render import render
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(smoke.results, folder / "results.jsonl")
+    shutil.copytree(smoke.out / "features", folder / "features")
+    render(folder)
+    figure = folder / "report" / f"{SLUG}-features.png"
+    assert figure.exists()
+    shutil.rmtree(folder / "features")
+    render(folder)
+    assert not figure.exists()
+    assert f"{SLUG}-features.png" not in (folder / "report" / "report.md").read_text()
+    assert (folder / "report" / f"{SLUG}-per_class.png").exists()  # the rest is still drawn

@@ -335,4 +335,6 @@ def plot_setting(st: Any, folder: Path, out: Path) -> list[tuple[Path, str]]:
         path = out / f"{st.slug}-{name}.png"
         if draw[name](path):
             done.append((path, caption))
+        else:  # a figure an earlier render drew from data this one lacks would go on being shown
+            path.unlink(missing_ok=True)
     return done

@@ -236,3 +236,16 @@ def test_a_figure_whose_data_is_gone_is_not_left_behind(smoke: Run, tmp_path) ->
     assert not figure.exists()
     assert f"{SLUG}-features.png" not in (folder / "report" / "report.md").read_text()
     assert (folder / "report" / f"{SLUG}-per_class.png").exists()  # the rest is still drawn
+
+
+def test_the_report_says_what_each_context_cost(rendered: Path) -> None:
+    """Per training seed: its rows and the minutes they recorded (a context's cost to reproduce)."""
+    import json
+
+    rows = [json.loads(line) for line in (rendered.parent / "results.jsonl").read_text().splitlines()]
+    md = (rendered / "report.md").read_text()
+    assert "Wall time per context" in md
+    for seed in {r["seeds"]["train"] for r in rows}:
+        mine = [r for r in rows if r["seeds"]["train"] == seed and not r.get("diverged")]
+        wall = sum(r["wall_s"] for r in mine) / 60
+        assert re.search(rf"^\| {seed} \| {len(mine)} \| {wall:.0f} \|", md, re.M), md

@@ -18,6 +18,7 @@ from spotter.report.tables import (
     read_rows,
     settings,
     summary_lines,
+    wall_time_table,
 )
 
 
@@ -75,6 +76,7 @@ def render(
         lines = summary_lines(st)
         md += [f"## {st.title}", "", *(f"- {line}" for line in lines), "", tables["md"], ""]
         md += [f"![{caption}]({p.name})\n\n{caption}\n" for p, caption in plots]
+        md += ["Wall time per context (minutes, as the rows recorded them):", "", wall_time_table(st), ""]
         sections.append({"setting": st, "lines": lines, "plots": plots})
     write_text(out / "report.md", "\n".join(md) + "\n")
     write_text(out / "report.html", html_page(folder.name, rows, sections, note))

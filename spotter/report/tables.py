@@ -234,3 +234,23 @@ def summary_lines(st: Setting) -> list[str]:
         parts.append(f"time {st.stat(label, 'time_s').fmt(1)} s")
         lines.append(f"{label}: " + ", ".join(parts) + f" (n = {len(rows)} seeds)")
     return lines
+
+
+def wall_time_table(st: Setting) -> str:
+    """Per training seed: the rows there, the minutes the jobs took (unlearning and evaluation;
+    for the references, their evaluation), the references' training minutes as recorded (a cached
+    model's were spent in an earlier run), and the machines. What a context costs to reproduce."""
+    lines = [
+        "| seed | rows | job wall min | of which unlearning min | reference training min | host, device |",
+        "|---|---|---|---|---|---|",
+    ]
+    for seed in sorted({train_seed(r) for r in st.rows}, key=str):
+        rows = [r for r in st.rows if train_seed(r) == seed]
+        methods = [r for r in rows if r["label"] not in REFERENCES]
+        references = [r for r in rows if r["label"] in REFERENCES]
+        wall = sum(r.get("wall_s") or 0.0 for r in rows) / 60
+        unlearning = sum(r.get("time_s") or 0.0 for r in methods) / 60
+        training = sum(r.get("time_s") or 0.0 for r in references) / 60
+        hosts = ", ".join(sorted({f"{r.get('host', '?')} {r.get('device', '?')}" for r in rows}))
+        lines.append(f"| {seed} | {len(rows)} | {wall:.0f} | {unlearning:.0f} | {training:.0f} | {hosts} |")
+    return "\n".join(lines)

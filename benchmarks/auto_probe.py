@@ -52,7 +52,9 @@ def context_for(spec: str, forget_text: str, seed: int = 0) -> tuple[list[int], 
     if not seeded:
         have = sorted({j["config"]["train"]["seed"] for j in jobs})
         raise SystemExit(f"no context of {spec} forgets {forget} with training seed {seed}; valid: {have}")
-    return forget, Context(seeded[0]["config"], "cpu", None, None), seeded[0]["config"]["unlearn_seed"]
+    # the references have no unlearning seed; the methods of the same context share one
+    unlearn_seed = next((j["config"]["unlearn_seed"] for j in seeded if "unlearn_seed" in j["config"]), 0)
+    return forget, Context(seeded[0]["config"], "cpu", None, None), unlearn_seed
 
 
 def per_class(model: torch.nn.Module, ctx: Context) -> list[float]:

@@ -427,3 +427,25 @@ def test_code_digests_follow_imports_not_folders(tmp_path) -> None:
     )
     assert provenance.code_digests("method", "grad_ascent", root)["method"] == before["grad_ascent"]["method"]
     provenance.code_digests.cache_clear()
+
+
+def test_rows_name_the_trained_models_they_were_computed_on(run: Run) -> None:
+    """A context's rows may come from sessions whose caches trained the references again; each row
+    fingerprints the original and retrained weights it used, and the fingerprint sees one weight."""
+    from spotter.bench.runner import weights_digest
+
+    rows = run.rows()
+    contexts: dict[tuple, set[str]] = {}
+    for r in rows:
+        assert set(r["model_digests"]) == {"original", "retrained"}
+        key = (tuple(r["forget_classes"]), r["seeds"]["train"])
+        contexts.setdefault(key, set()).add(json.dumps(r["model_digests"], sort_keys=True))
+    assert all(len(d) == 1 for d in contexts.values())  # one context, one pair of models
+    originals = {(k[1], json.loads(next(iter(d)))["original"]) for k, d in contexts.items()}
+    assert len(originals) == len({k[1] for k in contexts})  # one original per training seed
+    model = torch.nn.Linear(3, 2)
+    before = weights_digest(model)
+    assert weights_digest(model) == before
+    with torch.no_grad():
+        model.weight[0, 0] += 1e-6
+    assert weights_digest(model) != before

@@ -11,6 +11,7 @@ worker or in which order it ran, so `--workers` and `--devices` only change the 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -329,6 +330,15 @@ def diverged_row(job: dict[str, Any], error: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """A short fingerprint of a model's weights and buffers (every tensor of its state dict, by name)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, data_dir: str | None) -> None:
     """Run jobs in order in this process, appending one row per finished job; a failing job is
     logged and left out of results.jsonl (a re-run retries it)."""
@@ -385,6 +395,10 @@ def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, dat
             )
         if timed_against_retraining(job["config"]):
             row["retrain_clock"] = _retrain_clock(job["config"], contexts[key])
+        # which trained models the row was computed on: a cache emptied between sessions is refilled
+        # by training again, and training is not bit-reproducible across thread counts, so a context's
+        # rows from two sessions may rest on two different originals
+        row["model_digests"] = {kind: weights_digest(m) for kind, m in contexts[key].models.items()}
         append_row(Path(out) / RESULTS, row)
         c = job["config"]
         log.info(

@@ -398,7 +398,8 @@ def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, dat
         # which trained models the row was computed on: a cache emptied between sessions is refilled
         # by training again, and training is not bit-reproducible across thread counts, so a context's
         # rows from two sessions may rest on two different originals
-        row["model_digests"] = {kind: weights_digest(m) for kind, m in contexts[key].models.items()}
+        models = getattr(contexts[key], "models", {})
+        row["model_digests"] = {kind: weights_digest(m) for kind, m in models.items()}
         append_row(Path(out) / RESULTS, row)
         c = job["config"]
         log.info(

@@ -356,6 +356,9 @@ def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, dat
             if key not in contexts:
                 contexts.clear()  # one context at a time: jobs arrive grouped by context
                 contexts[key] = Context(job["config"], device, cache_dir, data_dir)
+                # which trained models the context's rows rest on: an emptied cache is refilled by
+                # training again, not bit-reproducibly across thread counts (hashed once per context)
+                fingerprints = {k: weights_digest(m) for k, m in getattr(contexts[key], "models", {}).items()}
             row = run_job(job, contexts[key], Path(out))
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -395,11 +398,7 @@ def run_jobs(jobs: list[dict], out: str, device: str, cache_dir: str | None, dat
             )
         if timed_against_retraining(job["config"]):
             row["retrain_clock"] = _retrain_clock(job["config"], contexts[key])
-        # which trained models the row was computed on: a cache emptied between sessions is refilled
-        # by training again, and training is not bit-reproducible across thread counts, so a context's
-        # rows from two sessions may rest on two different originals
-        models = getattr(contexts[key], "models", {})
-        row["model_digests"] = {kind: weights_digest(m) for kind, m in models.items()}
+        row["model_digests"] = fingerprints
         append_row(Path(out) / RESULTS, row)
         c = job["config"]
         log.info(

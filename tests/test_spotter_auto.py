@@ -94,6 +94,7 @@ def _scripted(
     def fake_attack(student, shots, held, classes, counts, g, device, proxy_x, proxy_y, draws, share, tol):  # noqa: ANN001
         seen["proxies"].append(proxy_y)
         seen.setdefault("shares", []).append(share)
+        seen.setdefault("tolerances", []).append(tol)
         return next(attacks_it)
 
     def fake_agreement(student, x, labels, device):  # noqa: ANN001
@@ -744,3 +745,40 @@ def test_the_frozen_trunk_cache_gives_the_whole_forward_and_the_same_statistics_
     assert auto.FrozenTrunk.of(*_small_resnet(1.0), auto.Config()) is None
     assert auto.FrozenTrunk.of(student, teacher, auto.Config(follow_bn=True)) is None
     assert auto.FrozenTrunk.of(original(), original(), auto.Config()) is None  # a model without stages
+
+
+def test_the_checks_tolerance_is_zero_on_a_class_the_original_confuses(monkeypatch):
+    """The held-out check ignores `proxy_tolerance` points of proxy loss only where the original
+    keeps the forget class apart (its accuracy on the forget images at least `confusable_below`)."""
+    from _methods_fixtures import tiny_config
+
+    labels = torch.zeros(100, dtype=torch.long)
+    logits = torch.zeros(100, 4)
+    logits[:, 0] = 1.0
+    logits[:7, 2] = 2.0  # the original calls 7 of 100 forget images class 2: 93% fit
+    cfg = auto.Config(proxy_tolerance=30.0, confusable_below=94.0)
+    assert auto.check_tolerance(logits, labels, cfg) == 0.0
+    assert auto.check_tolerance(logits, labels, dataclasses.replace(cfg, confusable_below=92.0)) == 30.0
+    logits[:7, 2] = 0.0  # every image fitted
+    assert auto.check_tolerance(logits, labels, cfg) == 30.0
+    assert auto.check_tolerance(logits, labels, dataclasses.replace(cfg, confusable_below=0.0)) == 30.0
+    with pytest.raises(ValueError, match="confusable_below"):
+        auto.Config(confusable_below=101.0)
+    # in a run: the rule reads the original's logits on the training forget images, and the check
+    # receives what it gives (the tiny original fits all of them: tolerance 30 at the default)
+    seen = _scripted(monkeypatch, [50.0] * 2, [90.0] * 2)
+    asked, rule = [], auto.check_tolerance
+
+    def spy(teacher_logits, forget_labels, config):  # noqa: ANN001
+        asked.append(rule(teacher_logits, forget_labels, config))
+        return 7.0 if config.confusable_below == 100.0 else asked[-1]
+
+    monkeypatch.setattr(auto, "check_tolerance", spy)
+    for below, expected in ((100.0, 7.0), (94.0, 30.0)):
+        seen["tolerances"] = []
+        cfg = tiny_config(
+            "spotter_auto", max_epochs=1, min_epochs=1, proxy_tolerance=30.0, confusable_below=below
+        )
+        history = auto.unlearn(original(), data(), cfg).unlearn_history
+        assert asked[-1] == 30.0  # 100% fit is not below either threshold
+        assert seen["tolerances"] == [expected] and history[0]["check_tolerance"] == expected

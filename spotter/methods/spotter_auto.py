@@ -33,7 +33,9 @@ class and PRA_sim the simulated prototype attack of our `spotter` extension. Wha
    model-inverted images (point 5), weighted as a balanced test set's retain classes, their first
    `proxy_tolerance` points of loss ignored (they lose more to a prototype row than real retain
    images, by a margin that depends on the class); without them, the held-out anchors the original
-   assigns to a retain class.
+   assigns to a retain class. The tolerance is read from the run: on a class the original itself
+   confuses with its neighbours (its accuracy on the forget images below `confusable_below`) real
+   retain images lose as the stand-ins do, and the check counts every point (tolerance 0).
 4. Sizes from the forget set. A class of a hundred images gives an epoch of one or two steps: the
    paper's recipe then either barely moves the model or, run for many epochs with large steps of
    λ3, overfits the few images (on scikit-learn's digits: forgotten, but the prototype attack won

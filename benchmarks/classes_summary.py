@@ -261,6 +261,9 @@ def summarise(run: Path, references: Path | None = None, include_stale: bool = F
     if references is not None:
         refs = [r for r in read_rows(references / "results.jsonl") if r["label"] in REFERENCES]
         rows = refs + [r for r in rows if r["label"] not in REFERENCES]
+    # a rerun under a new job id leaves its old row behind; the later row of a (context, label) wins
+    latest = {(context_of(r), r["label"]): r for r in rows}
+    rows = [r for r in rows if latest[(context_of(r), r["label"])] is r]
     stale = [r for r in rows if stale_reason(r) not in (None, "unverified")]
     if not include_stale:
         rows = [r for r in rows if stale_reason(r) in (None, "unverified")]

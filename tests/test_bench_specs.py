@@ -215,6 +215,11 @@ def test_classes_summary_leaves_stale_rows_out_and_says_so(tmp_path: Path) -> No
     rows[2]["code"] = fresh
     (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert "stale" not in summary.summarise(tmp_path) and "| spotter-auto |" in summary.summarise(tmp_path)
+    # a stale row superseded by a later fresh row of the same context and label (a rerun under a
+    # new job id) is neither counted nor reported as left to rerun
+    superseded = {**rows[2], "code": {**fresh, "method": "0" * 16}, "job": "old"}
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in [superseded, *rows]) + "\n")
+    assert "stale" not in summary.summarise(tmp_path) and "3 rows" in summary.summarise(tmp_path)
 
 
 def _grid(runs: dict[str, tuple[list[float], list[float]]]) -> dict:

@@ -85,10 +85,13 @@ def dev_points(folder: Path) -> list[dict[str, Any]]:
                 continue
             weights = (1000, 9000)  # Fashion-MNIST's test sets: one forget class against nine
             gap = dict(zip(reference["budgets"], decided_gap(grid, reference, weights)["worst"], strict=True))
-            label = row.get("variant") or json.dumps(row.get("settings", {}), separators=(",", ":"))
+            if row.get("probe") == "relearn_oracle":
+                label = f"oracle {row['variant']}"
+            else:
+                label = row.get("tag") or json.dumps(row.get("settings", {}), separators=(",", ":"))
             points.append({
-                "source": f"{path.stem} {row.get('tag', row.get('probe', ''))}".strip(),
-                "label": f"{label} (forget {row['forget']})",
+                "source": path.stem,
+                "label": f"{label} {','.join(map(str, row['forget']))}",
                 "retain_free": row.get("probe") != "relearn_oracle",
                 "contexts": 1,
                 "gap_100": gap.get(100),

@@ -252,6 +252,18 @@ def context_tables(table: dict[tuple, dict[str, dict]], labels: list[str]) -> li
     return lines
 
 
+def current_rows(rows: list[dict[str, Any]], include_stale: bool = False) -> tuple[list[dict], list[dict]]:
+    """(the rows a summary reads, the stale ones among the latest): a rerun under a new job id leaves
+    its old row behind, so the later row of a (context, label) wins; rows computed by code that has
+    changed since (spotter.bench.provenance) are dropped unless `include_stale`."""
+    latest = {(context_of(r), r["label"]): r for r in rows}
+    rows = [r for r in rows if latest[(context_of(r), r["label"])] is r]
+    stale = [r for r in rows if stale_reason(r) not in (None, "unverified")]
+    if not include_stale:
+        rows = [r for r in rows if stale_reason(r) in (None, "unverified")]
+    return rows, stale
+
+
 def summarise(run: Path, references: Path | None = None, include_stale: bool = False) -> str:
     """The summary of RUN's rows; with `references`, the reference rows (original, retrained) are
     taken from that run instead (a development run of the same contexts that skips them). Rows
@@ -261,12 +273,7 @@ def summarise(run: Path, references: Path | None = None, include_stale: bool = F
     if references is not None:
         refs = [r for r in read_rows(references / "results.jsonl") if r["label"] in REFERENCES]
         rows = refs + [r for r in rows if r["label"] not in REFERENCES]
-    # a rerun under a new job id leaves its old row behind; the later row of a (context, label) wins
-    latest = {(context_of(r), r["label"]): r for r in rows}
-    rows = [r for r in rows if latest[(context_of(r), r["label"])] is r]
-    stale = [r for r in rows if stale_reason(r) not in (None, "unverified")]
-    if not include_stale:
-        rows = [r for r in rows if stale_reason(r) in (None, "unverified")]
+    rows, stale = current_rows(rows, include_stale)
     table = contexts(rows)
     labels = sorted({label for per in table.values() for label in per} - set(REFERENCES))
     labels = [*(["retrained"] if table else []), *labels]

@@ -36,18 +36,9 @@ from torch import nn
 from spotter.data import to_float
 from spotter.evaluation.gap import decided_gap
 from spotter.evaluation.relearn_grid import RelearnGridConfig, relearn_grid
-from spotter.methods.spotter_auto import reset_forget_rows
+from spotter.methods.spotter_auto import FrozenTrunk, reset_forget_rows
 
 VARIANTS = ("head", "last", "last2", "keep-last", "reset", "head-retain", "head-forget")
-
-
-def _stem(model: nn.Module, x: torch.Tensor, upto: int) -> torch.Tensor:
-    """The original's activations after stage `upto` (0: the stem) of a ResNet classifier."""
-    b = model.backbone
-    out = torch.relu(b.bn1(b.conv1((x - model.mean) / model.std)))
-    for stage in (b.layer1, b.layer2, b.layer3, b.layer4)[:upto]:
-        out = stage(out)
-    return out
 
 
 def _reinit(module: nn.Module, generator_seed: int) -> None:
@@ -100,7 +91,11 @@ def rebuild(original: nn.Module, ctx, variant: str, epochs: int, count: int, see
     pick = torch.randperm(len(retain.y), generator=g)[:count]
     x_all, y_all = to_float(retain.x[pick]), retain.y[pick]
     with torch.no_grad():
-        cached = torch.cat([_stem(model, x_all[i : i + 512], frozen_upto) for i in range(0, len(x_all), 512)])
+        # the frozen stages' output once: stem (stage 0) and layers up to `frozen_upto`
+        cached = torch.cat([
+            FrozenTrunk.run_stages(b, (x - model.mean) / model.std, 0, frozen_upto + 1)
+            for x in x_all.split(512)
+        ])  # fmt: skip
     params = [p for m in trained for p in m.parameters()]
     opt = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
     steps = epochs * math.ceil(len(cached) / 128)
@@ -113,10 +108,7 @@ def rebuild(original: nn.Module, ctx, variant: str, epochs: int, count: int, see
         total = 0.0
         for i in range(0, len(order), 128):
             idx = order[i : i + 128]
-            h = cached[idx]
-            for stage in stages:
-                h = stage(h)
-            logits = model.head(torch.flatten(nn.functional.adaptive_avg_pool2d(h, 1), 1))
+            logits = model.head(FrozenTrunk.run_stages(b, cached[idx], frozen_upto + 1))
             loss = nn.functional.cross_entropy(logits, y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

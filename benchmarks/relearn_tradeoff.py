@@ -5,7 +5,7 @@ development row that recorded both relearning grids (one context each), one poin
 gap at 100 steps (the bench's reduced grid, each attacker free to decline an attack that lowers
 overall test accuracy: spotter.evaluation.gap) against the worst retain class's change and the
 time against retraining. Writes a scatter plot and a markdown table; the reading is in
-benchmarks/README.md ("Relearning: the trade-off").
+benchmarks/README.md ("Relearning: where the class lives, and the trade-off").
 
     python benchmarks/relearn_tradeoff.py --out benchmarks/results/relearn_tradeoff
 """
@@ -18,10 +18,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from classes_summary import context_of, contexts
+from classes_summary import contexts, current_rows
 
-from spotter.bench.provenance import stale_reason
-from spotter.evaluation.gap import decided_gap
+from spotter.evaluation.gap import balanced_weights, decided_gap
 from spotter.methods import Access, get
 from spotter.report.tables import read_rows
 
@@ -30,22 +29,13 @@ DEV_ROWS = "benchmarks/results/dev_probe"
 
 
 def reads_retain(method: str) -> bool:
-    """Whether a (possibly BASE+spotter) method reads retain data."""
-    try:
-        return any(Access(tuple(get(part).NEEDS)).reads_retain for part in method.split("+"))
-    except (KeyError, ValueError):
-        return False
+    """Whether a method, or either part of a BASE+spotter combination, reads retain data."""
+    return any(Access(tuple(get(part).NEEDS)).reads_retain for part in method.split("+"))
 
 
 def bench_points(run: Path) -> list[dict[str, Any]]:
     """One point per label of a bench run: medians over its complete contexts, fresh rows only."""
-    rows = [r for r in read_rows(run / "results.jsonl") if not r.get("diverged")]
-    latest = {(context_of(r), r["label"]): r for r in rows}
-    rows = [
-        r
-        for r in rows
-        if latest[(context_of(r), r["label"])] is r and stale_reason(r) in (None, "unverified")
-    ]
+    rows, _ = current_rows([r for r in read_rows(run / "results.jsonl") if not r.get("diverged")])
     method_of = {r["label"]: r["method"] for r in rows}
     table = contexts(rows)
     points = []
@@ -83,7 +73,8 @@ def dev_points(folder: Path) -> list[dict[str, Any]]:
             grid, reference = row.get("relearn_grid"), row.get("retrained_relearn_grid")
             if not (isinstance(grid, dict) and isinstance(reference, dict)):
                 continue
-            weights = (1000, 9000)  # Fashion-MNIST's test sets: one forget class against nine
+            num_classes = len(row.get("per_class") or row["per_class_delta"])
+            weights = balanced_weights(num_classes, row["forget"])  # as the bench summaries weigh
             gap = dict(zip(reference["budgets"], decided_gap(grid, reference, weights)["worst"], strict=True))
             if row.get("probe") == "relearn_oracle":
                 label = f"oracle {row['variant']}"
@@ -106,15 +97,11 @@ def dev_points(folder: Path) -> list[dict[str, Any]]:
 
 
 def _fmt(v: Any) -> str:
-    return (
-        "-"
-        if v is None
-        else f"{v:.2f}"
-        if isinstance(v, float) and abs(v) < 10
-        else f"{v:.1f}"
-        if isinstance(v, float)
-        else str(v)
-    )
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
 
 
 def table(points: list[dict[str, Any]]) -> str:
